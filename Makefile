@@ -1,0 +1,43 @@
+# The quickstart: `make up` serves the apps at http://localhost:8080/, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra flags, e.g. make up ARGS="--workers 3"   make test PYTEST_ARGS="-m 'not browser'"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: up test test-fast lint check clean
+
+up: $(VENV)/.runtime
+	$(BIN)/bokeh-stack up $(ARGS)
+
+check: $(VENV)/.runtime
+	$(BIN)/bokeh-stack check $(ARGS)
+
+test: $(VENV)/.test
+	@scripts/system-deps test
+	$(BIN)/ruff check bokeh_stack tests apps
+	$(BIN)/ruff format --check bokeh_stack tests apps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no processes, a few seconds.
+test-fast: $(VENV)/.test
+	$(BIN)/python -m pytest -m "not stack and not docker and not salt" $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check bokeh_stack tests apps
+	$(BIN)/ruff format --check bokeh_stack tests apps
+
+$(VENV)/.runtime: requirements.lock pyproject.toml
+	@scripts/system-deps up
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime requirements-test.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.lock
+	touch $@
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,206 @@
+"""Render the nginx and supervisord configs from the settings: the templates in nginx/ and supervisor/ are
+their only source, for the local runner, the containers and the Salt formula alike."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .settings import Settings
+
+TEMPLATES_ROOT = Path(os.environ.get("BOKEH_STACK_TEMPLATES", Path(__file__).resolve().parent.parent))
+
+
+class RenderError(RuntimeError):
+    """A rendered config that its own program refuses (nginx -t)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the rendered files go and which programs they name."""
+
+    settings: Settings
+    # Runs nginx inside this supervisord (local runner, hosts without systemd); False in the workers container.
+    with_nginx: bool = True
+    daemonize: bool = False
+    python: str = sys.executable
+    nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
+    # Defaults to the workers at settings.worker_address.
+    worker_hosts: tuple[str, ...] = ()
+    run_as: str | None = None
+    nginx_user: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.runtime_dir
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.run_dir / "nginx"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.run_dir / "html"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.conf_dir / "nginx.conf"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def error_log(self) -> str:
+        return "stderr" if self.settings.log_to_stdout else str(self.settings.log_dir / "nginx-error.log")
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+def bokeh_static_dir() -> Path:
+    from bokeh.util.paths import static_path
+
+    return Path(static_path())
+
+
+def bokeh_favicon() -> Path:
+    from bokeh.settings import settings
+
+    return Path(settings.ico_path())
+
+
+def app_info(apps_dir: Path, name: str) -> dict[str, Any]:
+    """Title and description from the docstring of the app's main.py (read, not run), and its static dir."""
+    title, description = name.replace("_", " ").capitalize(), ""
+    main = apps_dir / name / "main.py"
+    try:
+        doc = ast.get_docstring(ast.parse(main.read_text())) if main.is_file() else None
+    except (SyntaxError, ValueError):
+        doc = None  # `bokeh-stack check` reports the broken app; the index still lists it
+    if doc:
+        first, _, rest = doc.strip().partition("\n")
+        title = first.strip().rstrip(".") or title
+        description = " ".join(rest.strip().split("\n\n")[0].split())
+    static = apps_dir / name / "static"
+    return {"name": name, "title": title, "description": description, "static_dir": static if static.is_dir() else None}
+
+
+def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
+    s = layout.settings
+    hosts = layout.worker_hosts or (s.worker_address,)
+    pools = [
+        {
+            "name": pool.name,
+            "program": pool.program,
+            "probe": f"{pool.program}_probe",
+            "apps": pool.apps,
+            "workers": pool.workers,
+            "base_port": pool.base_port,
+            "servers": [f"{_host(h)}:{port}" for h in hosts for port in pool.ports],
+        }
+        for pool in s.pools
+    ]
+    all_servers = sum(len(p["servers"]) for p in pools)
+    return {
+        "s": s,
+        "pools": pools,
+        "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
+        "apps": [app_info(s.apps_dir, app) for app in s.apps],
+        "listen": f"{_host(s.listen_address)}:{s.port}",
+        "static_dir": static_dir or bokeh_static_dir(),
+        "favicon": bokeh_favicon(),
+        "run_dir": layout.run_dir,
+        "conf_dir": layout.conf_dir,
+        "html_dir": layout.html_dir,
+        "error_log": layout.error_log,
+        "access_log": "/dev/stdout" if s.log_to_stdout else f'"{s.log_dir}/nginx-access.log"',
+        # A websocket may be silent between keep-alive pings: allow three of them.
+        "ws_read_timeout_s": max(60, 3 * s.session.get("keep_alive_ms", 37000) // 1000),
+        "max_tries": min(all_servers, 3),
+        "python": layout.python,
+        "nginx_bin": layout.nginx_bin,
+        "with_nginx": layout.with_nginx,
+        "daemonize": layout.daemonize,
+        "run_as": layout.run_as,
+        "nginx_user": layout.nginx_user,
+    }
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_ROOT)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+    )
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    env.filters["regex"] = lambda value: re.escape(str(value))
+    return env
+
+
+# template -> rendered file, relative to the runtime dir
+FILES = {
+    "nginx/nginx.conf.j2": "nginx/nginx.conf",
+    "nginx/bokeh-stack.conf.j2": "nginx/bokeh-stack.conf",
+    "nginx/index.html.j2": "html/index.html",
+    "supervisor/supervisord.conf.j2": "supervisord.conf",
+}
+
+
+def render(layout: Layout, static_dir: Path | None = None) -> dict[str, Path]:
+    """Write every config into the runtime dir; returns template name -> written path."""
+    ctx = context(layout, static_dir)
+    env = environment()
+    written = {}
+    for template, target in FILES.items():
+        path = layout.run_dir / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, env.get_template(template).render(ctx))
+        written[template] = path
+    _write(layout.html_dir / "healthz.txt", "ok\n")
+    for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
+        directory.mkdir(parents=True, exist_ok=True)
+    return written
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace the file in one step, so a reader never sees half a config."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def nginx_test(layout: Layout) -> str:
+    """Run `nginx -t` on the rendered config; raises RenderError with nginx's own words."""
+    result = subprocess.run(
+        [layout.nginx_bin, "-t", "-q", "-c", str(layout.nginx_conf), "-e", layout.error_log],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RenderError(f"nginx rejects the rendered config {layout.nginx_conf}:\n{result.stderr.strip()}")
+    return result.stderr

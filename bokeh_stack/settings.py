@@ -1,0 +1,413 @@
+"""The one settings model of a bokeh-stack deployment.
+
+Layers, each overriding the one before: defaults.yaml beside this file, a settings file (YAML, same keys),
+BOKEH_STACK_* environment variables (nested keys joined by a double underscore, values parsed as YAML),
+and command-line flags. Everything is validated before anything starts; every problem is reported at once.
+
+This module needs only the standard library and PyYAML, so the Salt formula can use it as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+ENV_PREFIX = "BOKEH_STACK_"
+ENV_SETTINGS_FILE = "BOKEH_STACK_SETTINGS"
+DEFAULT_POOL = "default"
+POOL_KEYS = {"apps": list, "workers": int, "base_port": int}
+PATH_KEYS = ("apps_dir", "runtime_dir", "log_dir", "secret_file")
+# Paths where the stack serves something of its own; an app of that name would be shadowed.
+RESERVED_APP_NAMES = {"static", "healthz"}
+
+_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
+_ORIGIN = re.compile(r"^(?P<host>[^:\s/]+|\[[0-9A-Fa-f:.]+\])(:(?P<port>\d{1,5}))?$")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+# Characters that would need escaping in nginx or supervisord configs; refused in paths.
+_UNSAFE_PATH_CHARS = set("\"'`\\$%{};\n\r\t")
+
+
+class SettingsError(ValueError):
+    """Invalid settings; `problems` lists every one found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Workers serving a set of apps: one supervisord program, one nginx upstream."""
+
+    name: str
+    apps: tuple[str, ...]
+    workers: int
+    base_port: int
+
+    @property
+    def ports(self) -> range:
+        return range(self.base_port, self.base_port + self.workers)
+
+    @property
+    def program(self) -> str:
+        """The supervisord program and nginx upstream name."""
+        return f"bokeh_{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    apps_dir: Path
+    runtime_dir: Path
+    listen_address: str
+    port: int
+    server_names: tuple[str, ...]
+    public_origins: tuple[str, ...]
+    prefix: str
+    worker_address: str
+    base_port: int
+    workers: int
+    pools: tuple[Pool, ...]
+    session: Mapping[str, int]
+    nginx: Mapping[str, int]
+    stats_log_ms: int
+    mem_log_ms: int
+    log_dir: Path
+    log_to_stdout: bool
+    secret_file: Path
+
+    @property
+    def apps(self) -> tuple[str, ...]:
+        return tuple(sorted(app for pool in self.pools for app in pool.apps))
+
+    @property
+    def worker_ports(self) -> list[int]:
+        return [port for pool in self.pools for port in pool.ports]
+
+    def pool_of(self, app: str) -> Pool:
+        return next(pool for pool in self.pools if app in pool.apps)
+
+
+def load_defaults() -> dict[str, Any]:
+    return yaml.safe_load(DEFAULTS_FILE.read_text())
+
+
+def discover_apps(apps_dir: Path) -> list[str]:
+    """Names of the directory-format Bokeh apps in apps_dir: subdirectories with a main.py or main.ipynb."""
+    if not apps_dir.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in apps_dir.iterdir()
+        if d.is_dir()
+        and not d.name.startswith((".", "_"))
+        and ((d / "main.py").is_file() or (d / "main.ipynb").is_file())
+    )
+
+
+def load(
+    settings_file: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge every layer and validate. Raises SettingsError naming each problem and where it came from."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    schema = load_defaults()
+    merged = copy.deepcopy(schema)
+    path_base = {key: cwd for key in PATH_KEYS}
+    problems: list[str] = []
+
+    settings_file = settings_file or environ.get(ENV_SETTINGS_FILE)
+    if settings_file:
+        path = Path(settings_file)
+        layer = _read_settings_file(path, problems)
+        _merge_layer(merged, schema, layer, str(path), problems, path_base, path.resolve().parent)
+    _merge_layer(merged, schema, _environment_layer(environ, problems), "the environment", problems, path_base, cwd)
+    _merge_layer(merged, schema, dict(overrides or {}), "the command line", problems, path_base, cwd)
+    try:
+        settings = _build(merged, schema, path_base)
+    except SettingsError as e:
+        raise SettingsError(problems + e.problems) from None
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _read_settings_file(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        problems.append(f"cannot read settings file {path}: {e.strerror}")
+        return {}
+    except yaml.YAMLError as e:
+        problems.append(f"settings file {path} is not valid YAML: {e}")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"settings file {path} must hold a mapping of settings, not {type(data).__name__}")
+        return {}
+    return data
+
+
+def _environment_layer(environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_SETTINGS_FILE:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            problems.append(f"{name}: cannot parse {text!r} as a YAML value")
+            continue
+        node = layer
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return layer
+
+
+def _merge_layer(
+    merged: dict[str, Any],
+    schema: Mapping[str, Any],
+    layer: dict[str, Any],
+    source: str,
+    problems: list[str],
+    path_base: dict[str, Path],
+    base: Path,
+) -> None:
+    _check_known_keys(layer, schema, source, problems, prefix="")
+    _deep_merge(merged, layer)
+    for key in PATH_KEYS:
+        if key in layer:
+            path_base[key] = base
+
+
+def _check_known_keys(layer: Mapping, schema: Mapping, source: str, problems: list[str], prefix: str) -> None:
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            hint = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
+            problems.append(
+                f"unknown setting '{dotted}' in {source}" + (f" (did you mean '{prefix}{hint[0]}'?)" if hint else "")
+            )
+        elif key == "pools":
+            _check_pool_keys(value, source, problems)
+        elif isinstance(schema[key], dict) and isinstance(value, dict):
+            _check_known_keys(value, schema[key], source, problems, prefix=f"{dotted}.")
+
+
+def _check_pool_keys(pools: Any, source: str, problems: list[str]) -> None:
+    if not isinstance(pools, dict):
+        return  # reported with the types
+    for name, pool in pools.items():
+        if isinstance(pool, dict):
+            for key in pool:
+                if key not in POOL_KEYS:
+                    problems.append(
+                        f"unknown setting 'pools.{name}.{key}' in {source} (a pool has {', '.join(POOL_KEYS)})"
+                    )
+
+
+def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, Path]) -> Settings:
+    problems: list[str] = []
+    _check_types(raw, schema, problems, prefix="")
+    if problems:
+        raise SettingsError(problems)
+
+    paths = {key: _path(raw[key], path_base[key], key, problems) for key in PATH_KEYS}
+    runtime_dir = paths["runtime_dir"]
+    log_dir = paths["log_dir"] if raw["log_dir"] else runtime_dir / "logs"
+    secret_file = paths["secret_file"] if raw["secret_file"] else runtime_dir / "secret"
+
+    for key in ("port", "base_port"):
+        _check_port(raw[key], key, problems)
+    if raw["workers"] < 1:
+        problems.append(f"workers must be at least 1, got {raw['workers']}")
+    for key in ("listen_address", "worker_address"):
+        _check_address(raw[key], key, problems)
+    if not raw["server_names"]:
+        problems.append("server_names must name at least one host")
+    for name in raw["server_names"]:
+        if not _HOST.match(name) and not _is_ip(name):
+            problems.append(f"server_names: {name!r} is not a host name or address")
+    for origin in raw["public_origins"]:
+        match = _ORIGIN.match(origin)
+        if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
+            problems.append(f"public_origins: {origin!r} is not host[:port]")
+    if not _PREFIX.match(raw["prefix"]):
+        problems.append(f"prefix must be empty or a path like /dashboards (no trailing slash), got {raw['prefix']!r}")
+    for group in ("session", "nginx"):
+        for key, value in raw[group].items():
+            if value < 1:
+                problems.append(f"{group}.{key} must be positive, got {value}")
+    for key in ("stats_log_ms", "mem_log_ms"):
+        if raw[key] < 0:
+            problems.append(f"{key} must be 0 (off) or positive, got {raw[key]}")
+
+    apps = _check_apps(paths["apps_dir"], problems)
+    pools = _build_pools(raw, apps, problems)
+    _check_port_clashes(raw["port"], pools, problems)
+    if problems:
+        raise SettingsError(problems)
+
+    port = raw["port"]
+    origins = raw["public_origins"] or [f"{name}:{port}" for name in raw["server_names"] if name != "*"]
+    return Settings(
+        apps_dir=paths["apps_dir"],
+        runtime_dir=runtime_dir,
+        listen_address=raw["listen_address"],
+        port=port,
+        server_names=tuple(raw["server_names"]),
+        public_origins=tuple(origins),
+        prefix=raw["prefix"],
+        worker_address=raw["worker_address"],
+        base_port=raw["base_port"],
+        workers=raw["workers"],
+        pools=tuple(pools),
+        session=dict(raw["session"]),
+        nginx=dict(raw["nginx"]),
+        stats_log_ms=raw["stats_log_ms"],
+        mem_log_ms=raw["mem_log_ms"],
+        log_dir=log_dir,
+        log_to_stdout=raw["log_to_stdout"],
+        secret_file=secret_file,
+    )
+
+
+def _type_name(kind: type) -> str:
+    return {int: "a whole number", str: "a string", bool: "true or false", list: "a list", dict: "a mapping"}[kind]
+
+
+def _check_types(raw: Mapping, schema: Mapping, problems: list[str], prefix: str) -> None:
+    for key, default in schema.items():
+        value, dotted = raw[key], f"{prefix}{key}"
+        kind = type(default)
+        # bool is an int in Python; a YAML `yes` must not pass for a worker count.
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{dotted} must be {_type_name(int)}, got {value!r}")
+        elif kind is not int and not isinstance(value, kind):
+            problems.append(f"{dotted} must be {_type_name(kind)}, got {value!r}")
+        elif kind is list and not all(isinstance(item, str) for item in value):
+            problems.append(f"{dotted} must be a list of strings, got {value!r}")
+        elif kind is dict and key != "pools":
+            _check_types(value, default, problems, prefix=f"{dotted}.")
+
+
+def _path(value: str, base: Path, key: str, problems: list[str]) -> Path:
+    bad = sorted(set(value) & _UNSAFE_PATH_CHARS)
+    if bad:
+        problems.append(f"{key}: {value!r} contains characters not allowed in a path here: {' '.join(map(repr, bad))}")
+    return (base / value).resolve() if value else base
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_address(value: str, key: str, problems: list[str]) -> None:
+    if not _is_ip(value):
+        problems.append(f"{key} must be an IP address, got {value!r}")
+
+
+def _check_port(value: int, key: str, problems: list[str]) -> None:
+    if not 0 < value < 65536:
+        problems.append(f"{key} must be a port number from 1 to 65535, got {value}")
+
+
+def _check_apps(apps_dir: Path, problems: list[str]) -> list[str]:
+    if not apps_dir.is_dir():
+        problems.append(f"apps_dir {apps_dir} is not a directory")
+        return []
+    apps = discover_apps(apps_dir)
+    if not apps:
+        problems.append(f"apps_dir {apps_dir} holds no Bokeh app (a subdirectory with a main.py)")
+    for app in apps:
+        if not _APP_NAME.match(app):
+            problems.append(f"app directory {app!r} cannot be a URL path: use letters, digits, '-' and '_'")
+        elif app in RESERVED_APP_NAMES:
+            problems.append(f"app directory {app!r} clashes with the stack's own /{app}/ path: rename it")
+    return apps
+
+
+def _build_pools(raw: Mapping[str, Any], apps: list[str], problems: list[str]) -> list[Pool]:
+    assigned: dict[str, str] = {}
+    named: list[tuple[str, list[str], int, int | None]] = []
+    if not isinstance(raw["pools"], dict):
+        problems.append(f"pools must be a mapping of pool name to {{apps, workers}}, got {raw['pools']!r}")
+        return []
+    for name, spec in raw["pools"].items():
+        if not isinstance(spec, dict):
+            problems.append(f"pools.{name} must be a mapping with apps and workers, got {spec!r}")
+            continue
+        if name == DEFAULT_POOL or not _POOL_NAME.match(str(name)):
+            problems.append(f"pool name {name!r}: use lower-case letters, digits and '_', and not {DEFAULT_POOL!r}")
+        pool_apps, workers, base_port = spec.get("apps"), spec.get("workers", 1), spec.get("base_port")
+        if not isinstance(pool_apps, list) or not pool_apps or not all(isinstance(a, str) for a in pool_apps):
+            problems.append(f"pools.{name}.apps must be a non-empty list of app names")
+            continue
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            problems.append(f"pools.{name}.workers must be a whole number of at least 1, got {workers!r}")
+            continue
+        if base_port is not None:
+            if isinstance(base_port, bool) or not isinstance(base_port, int):
+                problems.append(f"pools.{name}.base_port must be a whole number, got {base_port!r}")
+                continue
+            _check_port(base_port, f"pools.{name}.base_port", problems)
+        for app in pool_apps:
+            if app not in apps:
+                problems.append(f"pools.{name}.apps: no app {app!r} in apps_dir (apps: {', '.join(apps) or 'none'})")
+            elif app in assigned:
+                problems.append(f"app {app!r} is in two pools: {assigned[app]} and {name}")
+            else:
+                assigned[app] = name
+        named.append((str(name), pool_apps, workers, base_port))
+
+    rest = [app for app in apps if app not in assigned]
+    specs = ([(DEFAULT_POOL, rest, raw["workers"], raw["base_port"])] if rest else []) + named
+    pools: list[Pool] = []
+    next_port = raw["base_port"]
+    for name, pool_apps, workers, base_port in specs:
+        start = next_port if base_port is None else base_port
+        pools.append(Pool(name=name, apps=tuple(sorted(pool_apps)), workers=workers, base_port=start))
+        next_port = max(next_port, start + workers)
+    return pools
+
+
+def _check_port_clashes(port: int, pools: list[Pool], problems: list[str]) -> None:
+    owner: dict[int, str] = {port: "nginx (port)"}
+    for pool in pools:
+        if pool.ports.stop - 1 > 65535:
+            problems.append(f"pool {pool.name}: ports {pool.ports.start}-{pool.ports.stop - 1} run past 65535")
+            continue
+        for p in pool.ports:
+            if p in owner:
+                problems.append(f"port {p} is used twice: by {owner[p]} and by pool {pool.name}'s workers")
+                break
+            owner[p] = f"pool {pool.name}'s workers"

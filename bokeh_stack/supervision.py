@@ -1,0 +1,101 @@
+"""Talk to the stack's supervisord and probe its workers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from .render import Layout
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str
+    pool: str
+    port: int
+    state: str
+    pid: int
+    uptime_s: int
+    probe_ok: bool
+    probe_ms: float | None
+
+
+def rpc(socket: Path) -> xmlrpc.client.ServerProxy:
+    return xmlrpc.client.ServerProxy("http://localhost", transport=SupervisorTransport(None, None, f"unix://{socket}"))
+
+
+def supervisord_running(socket: Path) -> int | None:
+    """The pid of the supervisord answering on this socket, or None."""
+    if not socket.exists():
+        return None
+    try:
+        return rpc(socket).supervisor.getPID()
+    except (OSError, xmlrpc.client.Fault):
+        return None
+
+
+def start_supervisord(layout: Layout, secret: str) -> subprocess.Popen:
+    """supervisord in the foreground, in its own process group, with the secret in its environment only."""
+    env = {**os.environ, "BOKEH_SECRET_KEY": secret}
+    return subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
+        env=env,
+        start_new_session=True,
+    )
+
+
+def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> float | None:
+    """Seconds a worker takes to answer its cheap probe (its root page: no session), or None if it does not."""
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", f"{prefix}/")
+        ok = conn.getresponse().status == 200
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    return time.perf_counter() - start if ok else None
+
+
+def workers(layout: Layout) -> list[Worker]:
+    """Every worker process of the stack, as supervisord sees it, with a probe of each."""
+    s = layout.settings
+    pools = {pool.program: pool for pool in s.pools}
+    found = []
+    for info in rpc(layout.socket).supervisor.getAllProcessInfo():
+        pool = pools.get(info["group"])
+        if pool is None:
+            continue
+        port = int(info["name"].rsplit("_", 1)[1])
+        running = info["statename"] == "RUNNING"
+        seconds = probe(s.worker_address, port, s.prefix) if running else None
+        found.append(
+            Worker(
+                name=info["name"],
+                pool=pool.name,
+                port=port,
+                state=info["statename"],
+                pid=info["pid"],
+                uptime_s=(info["now"] - info["start"]) if running else 0,
+                probe_ok=seconds is not None,
+                probe_ms=None if seconds is None else seconds * 1000,
+            )
+        )
+    return found
+
+
+def log_tail(layout: Layout, process_name: str, lines: int = 20) -> str:
+    path = layout.settings.log_dir / f"{process_name}.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .stack import RunningStack, start_stack
+
+
+@pytest.fixture
+def stacks(tmp_path):
+    """Start real stacks with stacks(apps_dir, **settings); every one is stopped after the test, pass or fail."""
+    started: list[RunningStack] = []
+
+    def start(apps_dir, ready: bool = True, **settings) -> RunningStack:
+        directory = tmp_path / f"stack{len(started)}"
+        directory.mkdir()
+        stack = start_stack(directory, apps_dir, ready=ready, **settings)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx_available():
+    if shutil.which("nginx") is None and not shutil.os.path.exists("/usr/sbin/nginx"):
+        pytest.fail("nginx is not installed: `make test` installs it (apt-get install nginx-light)")

@@ -1,0 +1,172 @@
+"""Helpers for tests that start a real stack: free loopback ports, `bokeh-stack up` as a child process,
+page views, the counter app's records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bokeh_stack import supervision
+from bokeh_stack.pageview import PageView, page_view
+from bokeh_stack.render import Layout
+from bokeh_stack.settings import load
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_APPS = ROOT / "apps"
+TEST_APPS = Path(__file__).resolve().parent / "apps"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_free(port: int, address: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    for _ in range(200):
+        start = random.randrange(20000, 45000)
+        if all(port_free(p) for p in range(start, start + count)):
+            return start
+    raise RuntimeError("no block of free ports")
+
+
+def counter_apps(directory: Path, names: list[str]) -> Path:
+    """An apps dir holding the counter app under each of `names`."""
+    for name in names:
+        shutil.copytree(TEST_APPS / "counter", directory / name)
+    return directory
+
+
+@dataclass
+class RunningStack:
+    settings_file: Path
+    proc: subprocess.Popen
+    output: Path
+    record: Path
+    settings: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = load(self.settings_file)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.settings)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.settings.port}{self.settings.prefix}{path}"
+
+    def rpc(self):
+        return supervision.rpc(self.layout.socket).supervisor
+
+    def executions(self) -> list[tuple[int, str, str]]:
+        """(worker port, session id, app) for every execution of the counter app."""
+        if not self.record.exists():
+            return []
+        return [(int(p), s, a) for p, s, a in (line.split() for line in self.record.read_text().splitlines())]
+
+    def workers(self) -> list[supervision.Worker]:
+        return supervision.workers(self.layout)
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Whatever happened above, nothing of this stack may outlive the test.
+        pid_file = self.settings.runtime_dir / "supervisord.pid"
+        if pid_file.exists():
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError, PermissionError):
+                pass
+        return self.proc.returncode
+
+
+def start_stack(tmp_path: Path, apps_dir: Path, ready: bool = True, **settings: Any) -> RunningStack:
+    """`bokeh-stack up` on free loopback ports, waited on until it says it is ready."""
+    workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
+    first = free_ports(workers + 1)
+    values = {"apps_dir": str(apps_dir), "runtime_dir": str(tmp_path / "run"), "port": first, "base_port": first + 1}
+    values.update(settings)
+    settings_file = tmp_path / "bokeh-stack.yaml"
+    settings_file.write_text(yaml.safe_dump(values))
+    output, record = tmp_path / "up.log", tmp_path / "executions.txt"
+    env = {**os.environ, "COUNTER_RECORD_FILE": str(record)}
+    env.pop("BOKEH_SECRET_KEY", None)
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bokeh_stack", "up", "--settings", str(settings_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    stack = RunningStack(settings_file, proc, output, record)
+    if ready:
+        try:
+            wait_for(lambda: "ready at" in stack.log() or proc.poll() is not None, 90, "the stack to be ready")
+            assert proc.poll() is None, f"bokeh-stack up exited with {proc.returncode}:\n{stack.log()}"
+        except BaseException:
+            stack.stop()
+            raise
+    return stack
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def page_views(urls: list[str], concurrency: int = 1, **kwargs: Any) -> list[PageView]:
+    """First-visit page views (each with a new cookie jar), `concurrency` at a time."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> PageView:
+        async with limit:
+            return await page_view(url, **kwargs)
+
+    return await asyncio.gather(*(one(url) for url in urls))
+
+
+def executions_per_view(stack: RunningStack, views: list[PageView]) -> tuple[float, Counter]:
+    """Executions of the counter app per page view, and how many sessions each worker built."""
+    records = stack.executions()
+    ids = {v.session_id for v in views}
+    mine = [r for r in records if r[1] in ids]
+    return len(mine) / len(views), Counter(port for port, _, _ in mine)

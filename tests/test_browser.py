@@ -1,0 +1,101 @@
+"""Headless Chromium (Debian's) loads every app through nginx, as a user would."""
+
+from __future__ import annotations
+
+import pytest
+
+from .stack import SHIPPED_APPS
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCUMENT_READY = "() => window.Bokeh && Bokeh.documents.length > 0 && Bokeh.documents[0].roots().length > 0"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_app(browser):
+    pages = []
+
+    def open_(url: str):
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(url)
+        page.wait_for_function(DOCUMENT_READY, timeout=20_000)
+        page.locator("canvas").first.wait_for(timeout=20_000)
+        pages.append(context)
+        return page, errors
+
+    yield open_
+    for context in pages:
+        context.close()
+
+
+def column_length(page, source: str, column: str) -> int:
+    return page.evaluate(f"() => Bokeh.documents[0].get_model_by_name({source!r}).data[{column!r}].length")
+
+
+def test_every_app_renders_a_plot_without_errors(stacks, open_app, tmp_path):
+    stack = stacks(SHIPPED_APPS, workers=2)
+    for app in stack.settings.apps:
+        page, errors = open_app(stack.url(f"/{app}"))
+        assert page.locator("canvas").count() >= 1, f"{app}: no canvas"
+        assert errors == [], f"{app}: console errors {errors}"
+        if app == "lifecycle":
+            # The app's own template and static stylesheet are in use.
+            assert page.locator("h1", has_text="Session lifecycle").is_visible()
+            assert page.evaluate("() => getComputedStyle(document.body).fontFamily").startswith("system-ui")
+    page.screenshot(path=str(tmp_path / "last-app.png"))
+
+
+def test_streaming_data_changes_over_time(stacks, open_app):
+    stack = stacks(SHIPPED_APPS, workers=2)
+    page, errors = open_app(stack.url("/streaming"))
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('circles').data.x.length >= 25", timeout=15_000)
+    first = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('series').data.t)")
+    page.wait_for_function(
+        f"() => Bokeh.documents[0].get_model_by_name('series').data.t.length > {len(first)} + 5", timeout=15_000
+    )
+    later = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('series').data.t)")
+    assert later[-1] > first[-1], "the time series did not advance"
+    page, _ = open_app(stack.url("/random_walk"))
+    start = column_length(page, "walk", "value")
+    page.wait_for_function(
+        f"() => Bokeh.documents[0].get_model_by_name('walk').data.value.length > {start}", timeout=10_000
+    )
+    assert errors == []
+
+
+def test_press_me_button_writes_numbers(stacks, open_app):
+    stack = stacks(SHIPPED_APPS, workers=2)
+    page, errors = open_app(stack.url("/press_me"))
+    assert column_length(page, "numbers", "text") == 0
+    button = page.get_by_role("button", name="Press me")
+    for presses in (1, 2, 3):
+        button.click()
+        page.wait_for_function(
+            f"() => Bokeh.documents[0].get_model_by_name('numbers').data.text.length === {presses}", timeout=10_000
+        )
+    texts = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('numbers').data.text)")
+    assert texts == ["0", "1", "2"]
+    assert errors == []

@@ -1,0 +1,102 @@
+"""The rendered configs: nginx accepts them (nginx -t), supervisord parses them, and they say what we mean."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from supervisor.options import ServerOptions
+
+from bokeh_stack import render as rendering
+from bokeh_stack.render import Layout, RenderError
+from bokeh_stack.settings import load
+
+from .stack import SHIPPED_APPS, counter_apps
+
+
+def rendered(tmp_path, **overrides) -> Layout:
+    settings = load(
+        environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path / "run"), **overrides}
+    )
+    layout = Layout(settings)
+    rendering.render(layout)
+    return layout
+
+
+def supervisord_programs(layout: Layout) -> dict[str, list]:
+    options = ServerOptions()
+    options.configfile = str(layout.supervisord_conf)
+    options.environ_expansions["ENV_BOKEH_SECRET_KEY"] = "x" * 40
+    options.process_config(do_usage=False)
+    return {group.name: group.process_configs for group in options.process_group_configs}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"workers": 3, "prefix": "/dashboards"},
+        {"pools": {"heavy": {"apps": ["streaming"], "workers": 2}}, "server_names": ["bokeh.example.org"]},
+        {"log_to_stdout": True, "listen_address": "::1"},
+    ],
+    ids=["defaults", "prefix", "pools", "stdout-ipv6"],
+)
+def test_nginx_accepts_the_rendered_config(tmp_path, overrides):
+    rendering.nginx_test(rendered(tmp_path, **overrides))
+
+
+def test_a_config_nginx_refuses_is_reported_with_nginxs_words(tmp_path):
+    layout = rendered(tmp_path)
+    conf = layout.conf_dir / "bokeh-stack.conf"
+    conf.write_text(conf.read_text().replace("proxy_buffering off;", "proxy_buffering sometimes;", 1))
+    with pytest.raises(RenderError, match='invalid value "sometimes"'):
+        rendering.nginx_test(layout)
+
+
+def test_supervisord_runs_one_process_per_worker_port(tmp_path):
+    layout = rendered(tmp_path, workers=3, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
+    programs = supervisord_programs(layout)
+    assert set(programs) == {"bokeh_default", "bokeh_heavy", "nginx"}
+    for pool in layout.settings.pools:
+        processes = programs[pool.program]
+        assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
+        for process, port in zip(processes, pool.ports, strict=True):
+            argv = process.command.split()
+            assert argv[argv.index("--port") + 1] == str(port)
+            assert argv[argv.index("--address") + 1] == "127.0.0.1"
+            assert "--use-xheaders" in argv and argv[argv.index("--session-ids") + 1] == "signed"
+            served = {a.rsplit("/", 1)[1] for a in argv if a.startswith(str(SHIPPED_APPS))}
+            assert served == set(pool.apps)
+            assert process.autorestart and process.stopasgroup and process.killasgroup
+            assert process.stdout_logfile == str(layout.settings.log_dir / f"{pool.program}_{port}.log")
+            assert process.environment["BOKEH_SECRET_KEY"] == "x" * 40
+    # The secret is in supervisord's environment only, never in a file.
+    assert "x" * 40 not in layout.supervisord_conf.read_text()
+
+
+def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
+    layout = rendered(tmp_path, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
+    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))
+    assert "hash $bokeh_affinity consistent;" in upstreams["bokeh_default"]
+    assert re.findall(r"server (\S+) max_fails=1", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
+    routes = re.findall(r"location ~ \^/\(\?:([^)]*)\)(/ws\$|\S*) \{\n\s+proxy_pass http://(\w+);", conf)
+    assert ("streaming", "/ws$", "bokeh_heavy") in routes
+    assert ("cosine|lifecycle|press_me|random_walk", "/ws$", "bokeh_default") in routes
+    assert len(routes) == 4  # page and websocket, per pool
+
+
+def test_the_index_lists_every_app_with_its_docstring(tmp_path):
+    index = (rendered(tmp_path).html_dir / "index.html").read_text()
+    assert '<a href="/streaming">Streaming</a>' in index
+    assert "second" not in index or "streamed ten times a second" in index
+    assert index.count("<li>") == 5
+
+
+def test_templates_escape_html_from_app_docstrings(tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["x"])
+    (apps / "x" / "main.py").write_text('"""<script>alert(1)</script>\n\nA & B."""\n')
+    layout = Layout(load(environ={}, overrides={"apps_dir": str(apps), "runtime_dir": str(tmp_path / "run")}))
+    rendering.render(layout)
+    index = (layout.html_dir / "index.html").read_text()
+    assert "<script>" not in index and "&lt;script&gt;" in index and "A &amp; B." in index

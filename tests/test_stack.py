@@ -1,0 +1,199 @@
+"""The real stack through nginx: supervisord, bokeh serve workers and nginx on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from bokeh_stack.pageview import PageViewError, open_page, page_view
+
+from .stack import SHIPPED_APPS, counter_apps, executions_per_view, page_views, run, wait_for
+
+pytestmark = pytest.mark.stack
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_every_shipped_app_serves_through_nginx(stacks):
+    stack = stacks(SHIPPED_APPS, workers=2)
+    apps = stack.settings.apps
+    assert set(apps) == {"cosine", "lifecycle", "press_me", "random_walk", "streaming"}
+
+    status, _, index = http_get(stack.url("/"))
+    assert status == 200
+    for app in apps:
+        assert f'href="/{app}"'.encode() in index
+
+    for app in apps:
+        view = run(page_view(stack.url(f"/{app}")))
+        assert view.document.roots, f"{app}: the pulled document has no roots"
+        assert view.document.title
+
+    # BokehJS comes from nginx's disk, cacheable for good and gzipped.
+    status, headers, body = http_get(stack.url("/static/js/bokeh.min.js"), {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert "immutable" in headers["Cache-Control"]
+    assert headers["Server"] == "nginx"  # no version
+    # An app's own static/ directory is served too.
+    status, _, css = http_get(stack.url("/lifecycle/static/style.css"))
+    assert status == 200 and b"lifecycle-header" in css
+    assert http_get(stack.url("/healthz"))[0] == 200
+    assert http_get(stack.url("/nothing-here"))[0] == 404
+    # Another Host name gets nginx's default server, never an app.
+    assert http_get(stack.url("/cosine"), {"Host": "evil.example"})[0] == 421
+
+
+def test_one_execution_per_page_view_with_every_worker_used(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=3)
+    url = stack.url("/counter")
+    views = run(page_views([url] * 24, concurrency=1))
+    views += run(page_views([url] * 24, concurrency=8))
+
+    per_view, per_worker = executions_per_view(stack, views)
+    assert per_view == 1.0, f"{per_view:.2f} app executions per page view (sessions built twice)"
+    assert set(per_worker) == set(stack.settings.worker_ports), f"not every worker used: {dict(per_worker)}"
+    # The document each client pulled came from the worker that ran the app for its session.
+    for view in views:
+        served_by = next(p for p, s, _ in stack.executions() if s == view.session_id)
+        assert view.document.get_model_by_name("worker").text.endswith(str(served_by))
+
+
+def test_a_returning_browser_keeps_its_worker(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=3)
+
+    async def visits():
+        first = await page_view(stack.url("/counter"))
+        again = [await page_view(stack.url("/counter"), jar=first.jar) for _ in range(5)]
+        return [first] + again
+
+    views = run(visits())
+    assert "bokeh_affinity" in views[0].jar.cookies
+    per_view, per_worker = executions_per_view(stack, views)
+    assert per_view == 1.0 and len(per_worker) == 1
+
+
+def test_each_pool_serves_only_its_apps(stacks, tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["alpha", "beta", "gamma"])
+    stack = stacks(apps, workers=2, pools={"heavy": {"apps": ["gamma"], "workers": 2}})
+    default, heavy = stack.settings.pools
+    assert default.apps == ("alpha", "beta") and heavy.apps == ("gamma",)
+
+    views = run(
+        page_views([stack.url(f"/{app}") for app in ("alpha", "beta", "gamma") for _ in range(12)], concurrency=4)
+    )
+    per_view, _ = executions_per_view(stack, views)
+    assert per_view == 1.0
+    ports_of = {}
+    for port, _, app in stack.executions():
+        ports_of.setdefault(app, set()).add(port)
+    assert ports_of["alpha"] | ports_of["beta"] <= set(default.ports)
+    assert ports_of["gamma"] <= set(heavy.ports)
+    assert len(ports_of["gamma"]) == 2, "both workers of the heavy pool used"
+    # Each pool's workers do not even know the other pool's apps.
+    with pytest.raises(PageViewError):
+        run(page_view(f"http://127.0.0.1:{heavy.ports[0]}/alpha", origin=f"http://127.0.0.1:{stack.settings.port}"))
+    assert urllib.request.urlopen(stack.url(f"/healthz/{heavy.name}")).status == 200
+
+
+def test_a_foreign_origin_is_refused(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=1)
+    with pytest.raises(PageViewError) as refused:
+        run(page_view(stack.url("/counter"), origin="http://evil.example"))
+    assert refused.value.stage == "websocket" and "403" in str(refused.value)
+    assert run(page_view(stack.url("/counter"))).document.roots  # the worker still serves
+
+
+def test_healthz_follows_the_workers_and_creates_no_session(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=2)
+    for _ in range(20):
+        status, _, body = http_get(stack.url("/healthz"))
+        assert (status, body) == (200, b"ok\n")
+    assert stack.executions() == [], "probing /healthz created Bokeh sessions"
+
+    rpc = stack.rpc()
+    rpc.stopProcessGroup("bokeh_default")
+    status, _, body = http_get(stack.url("/healthz"))
+    assert status == 503 and b"unavailable" in body
+    rpc.startProcessGroup("bokeh_default")
+    wait_for(lambda: http_get(stack.url("/healthz"))[0] == 200, 30, "/healthz to say 200 again")
+    assert run(page_view(stack.url("/counter"))).document.roots
+
+
+def test_kill_9_of_a_worker_costs_no_page_view(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=3)
+    url = stack.url("/counter")
+    victim = stack.workers()[0]
+
+    async def stream_of_page_views(seconds: float) -> tuple[int, list[str]]:
+        done, failures = 0, []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            results = await asyncio.gather(*(page_view(url) for _ in range(4)), return_exceptions=True)
+            failures += [str(r) for r in results if isinstance(r, BaseException)]
+            done += len(results)
+        return done, failures
+
+    async def scenario():
+        load = asyncio.create_task(stream_of_page_views(8.0))
+        await asyncio.sleep(1.0)
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        return await load, killed_at
+
+    (done, failures), killed_at = run(scenario())
+    assert done >= 40
+    assert failures == [], f"{len(failures)} of {done} page views failed: {failures[:3]}"
+
+    back = wait_for(
+        lambda: next(
+            (w for w in stack.workers() if w.name == victim.name and w.probe_ok and w.pid != victim.pid), None
+        ),
+        30,
+        f"supervisord to restart {victim.name}",
+    )
+    assert back.state == "RUNNING"
+    assert time.monotonic() - killed_at < 30
+
+
+def test_closed_lifecycle_sessions_leave_no_callback_running(stacks):
+    # Short session reaping so the test need not wait Bokeh's default 15 s.
+    stack = stacks(SHIPPED_APPS, workers=1, session={"unused_lifetime_ms": 1000, "check_unused_ms": 500})
+    url = stack.url("/lifecycle")
+
+    def stats() -> str:
+        return run(page_view(url)).document.select_one({"css_classes": ["lifecycle-stats"]}).text
+
+    def live_callbacks(text: str) -> int:
+        return int(text.split(", ")[1].split()[0])
+
+    async def batch(count: int) -> str:
+        """`count` tabs that render the page (their callbacks start), then close."""
+        views = [await open_page(url, document_ready=True) for _ in range(count)]
+        await asyncio.sleep(1.2)  # every callback runs at least twice (period 500 ms)
+        live = (await page_view(url)).document.select_one({"css_classes": ["lifecycle-stats"]}).text
+        for view in views:
+            view.close()
+        return live
+
+    for _ in range(10):  # 200 sessions in all
+        while_open = run(batch(20))
+        assert live_callbacks(while_open) >= 20, while_open
+    # Each look is a session too: look less often than sessions are reaped (1 s + 0.5 s), so they do not pile up.
+    wait_for(lambda: live_callbacks(stats()) == 0, 60, "the closed sessions' callbacks to stop", interval=2)
+    # Once every closed session is discarded, the worker forgets them too (only the looking session is left).
+    wait_for(
+        lambda: stats().startswith("This worker: 1 sessions"), 30, "the closed sessions to be discarded", interval=2
+    )
