@@ -118,6 +118,9 @@ async def open_page(
         ws = await websocket_connect(request, subprotocols=["bokeh", token])
     except Exception as e:  # tornado raises HTTPClientError for a refused upgrade, OSError and others otherwise
         raise PageViewError("websocket", url, _describe(e)) from e
+    # As browsers do: a Bokeh message is several websocket frames, and Nagle's algorithm would hold the later
+    # ones until the server's delayed ACK (~40 ms a message).
+    ws.protocol.set_nodelay(True)
     receiver = Receiver(Protocol())
     try:
         ack = await asyncio.wait_for(_read_message(ws, receiver, url), timeout)

@@ -1,0 +1,38 @@
+"""The worker-side fixes bokeh_stack.worker applies before `bokeh serve` starts."""
+
+from __future__ import annotations
+
+import socket
+
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.models import Div
+from bokeh.server.server import Server
+
+from bokeh_stack import worker
+from bokeh_stack.pageview import open_page
+
+from .stack import free_ports
+
+
+def test_websocket_frames_are_sent_without_nagle_delay():
+    worker.websocket_nodelay()
+    port = free_ports(1)
+    app = Application(FunctionHandler(lambda doc: doc.add_root(Div(text="hi"))))
+    server = Server({"/app": app}, port=port, address="127.0.0.1", allow_websocket_origin=[f"127.0.0.1:{port}"])
+
+    async def connect_and_look() -> list[int]:
+        server.start()
+        view = await open_page(f"http://127.0.0.1:{port}/app")
+        try:
+            handlers = [connection._socket for connection in server._tornado._clients]
+            return [h.ws_connection.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for h in handlers]
+        finally:
+            view.close()
+
+    try:
+        flags = server.io_loop.asyncio_loop.run_until_complete(connect_and_look())
+    finally:
+        server.stop()
+        server.unlisten()
+    assert flags and all(flags), "the worker's websocket socket lacks TCP_NODELAY"
