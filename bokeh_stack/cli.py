@@ -243,26 +243,12 @@ def _wait_ready(layout: Layout, proc: subprocess.Popen, stop: _StopSignal) -> bo
         if ready != shown:
             print(f"bokeh-stack: workers ready {ready}/{total}", flush=True)
             shown = ready
-        if ready == total and _healthz(s):
+        if ready == total and supervision.healthz(s, timeout=2) == 200:
             return True
         time.sleep(0.25)
     if not stop.requested:
         raise StackError(f"the stack was not ready within {READY_TIMEOUT_S} s; see the logs in {s.log_dir}")
     return False
-
-
-def _healthz(s: Settings) -> bool:
-    import http.client
-
-    address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
-    conn = http.client.HTTPConnection(address, s.port, timeout=2)
-    try:
-        conn.request("GET", f"{s.prefix}/healthz", headers={"Host": f"{s.server_names[0]}:{s.port}"})
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
 
 
 if __name__ == "__main__":

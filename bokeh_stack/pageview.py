@@ -2,7 +2,9 @@
 
 GET the app page (keeping cookies, like a browser's cookie jar), take the session token from the page, open
 `<app>/ws` with the same cookies and the page's Origin, wait for the server's ACK, pull the document. Optionally
-announce DocumentReady, as BokehJS does once the document is rendered. Used by the tests, the benchmarks and
+announce DocumentReady, as BokehJS does once the document is rendered. Like BokehJS (>= 3.8), a websocket that
+drops before the document arrives is opened again with the same token (after 0, 2, 4, 8, 16 s); a refused
+upgrade (an HTTP error such as 403) is final. Used by the tests, the benchmarks and
 `bokeh-stack check --url`.
 """
 
@@ -24,17 +26,19 @@ from bokeh.events import DocumentReady
 from bokeh.protocol import Protocol
 from bokeh.protocol.receiver import Receiver
 from bokeh.util.token import get_session_id
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
+RECONNECT_DELAYS_S = (0, 2, 4, 8, 16)
 _TOKEN = re.compile(rb'"token"\s*:\s*"([A-Za-z0-9_.\-=]+)"')
 
 
 class PageViewError(RuntimeError):
     """A page view that failed; `stage` is GET, websocket or pull."""
 
-    def __init__(self, stage: str, url: str, detail: str):
-        self.stage, self.url = stage, url
+    def __init__(self, stage: str, url: str, detail: str, final: bool = False):
+        self.stage, self.url, self.final = stage, url, final
         super().__init__(f"{stage} {url}: {detail}")
 
 
@@ -60,6 +64,7 @@ class PageView:
     jar: CookieJar
     seconds: float
     status: int
+    reconnects: int
     _ws: WebSocketClientConnection
     _receiver: Receiver
 
@@ -113,10 +118,35 @@ async def open_page(
     ws_headers = {"Origin": origin or page_origin(url)}
     if jar.cookies:
         ws_headers["Cookie"] = jar.header()
-    request = HTTPRequest(websocket_url(url), headers=ws_headers, connect_timeout=timeout, request_timeout=timeout)
+    deadline = time.monotonic() + timeout
+    for attempt, delay in enumerate(RECONNECT_DELAYS_S):
+        await asyncio.sleep(delay)
+        try:
+            ws, receiver, document = await _connect_and_pull(
+                url, token, ws_headers, max(deadline - time.monotonic(), 1)
+            )
+            break
+        except PageViewError as e:
+            last = attempt + 1 == len(RECONNECT_DELAYS_S)
+            if e.final or last or time.monotonic() + RECONNECT_DELAYS_S[attempt + 1] > deadline:
+                raise
+    seconds = time.perf_counter() - start
+    view = PageView(url, get_session_id(token), document, jar, seconds, response.code, attempt, ws, receiver)
+    if document_ready:
+        await view.document_ready()
+    return view
+
+
+async def _connect_and_pull(
+    url: str, token: str, headers: dict[str, str], timeout: float
+) -> tuple[WebSocketClientConnection, Receiver, Document]:
+    request = HTTPRequest(websocket_url(url), headers=headers, connect_timeout=timeout, request_timeout=timeout)
     try:
         ws = await websocket_connect(request, subprotocols=["bokeh", token])
-    except Exception as e:  # tornado raises HTTPClientError for a refused upgrade, OSError and others otherwise
+    except HTTPClientError as e:
+        # An upgrade the server answered with an error (403: Origin refused) is final; 599 is tornado's timeout.
+        raise PageViewError("websocket", url, _describe(e), final=e.code != 599) from e
+    except OSError as e:
         raise PageViewError("websocket", url, _describe(e)) from e
     # As browsers do: a Bokeh message is several websocket frames, and Nagle's algorithm would hold the later
     # ones until the server's delayed ACK (~40 ms a message).
@@ -125,22 +155,21 @@ async def open_page(
     try:
         ack = await asyncio.wait_for(_read_message(ws, receiver, url), timeout)
         if ack.msgtype != "ACK":
-            raise PageViewError("websocket", url, f"expected ACK, got {ack.msgtype}")
+            raise PageViewError("websocket", url, f"expected ACK, got {ack.msgtype}", final=True)
         await Protocol().create("PULL-DOC-REQ").send(WebSocketClientConnectionWrapper(ws))
         reply = await asyncio.wait_for(_read_reply(ws, receiver, url), timeout)
-        document = Document()
-        reply.push_to_document(document)
     except BaseException as e:
         ws.close()
         if isinstance(e, PageViewError):
             raise
         if isinstance(e, asyncio.TimeoutError):
-            raise PageViewError("pull", url, f"no document within {timeout} s") from e
+            raise PageViewError("pull", url, f"no document within {timeout:.0f} s") from e
+        if isinstance(e, (WebSocketClosedError, StreamClosedError, OSError)):
+            raise PageViewError("pull", url, f"connection lost: {_describe(e)}") from e
         raise
-    view = PageView(url, get_session_id(token), document, jar, time.perf_counter() - start, response.code, ws, receiver)
-    if document_ready:
-        await view.document_ready()
-    return view
+    document = Document()
+    reply.push_to_document(document)
+    return ws, receiver, document
 
 
 async def page_view(url: str, **kwargs: Any) -> PageView:
@@ -168,9 +197,11 @@ async def _read_reply(ws: WebSocketClientConnection, receiver: Receiver, url: st
         if message.msgtype == "PULL-DOC-REPLY":
             return message
         if message.msgtype == "ERROR":
-            raise PageViewError("pull", url, json.dumps(message.content))
+            raise PageViewError("pull", url, json.dumps(message.content), final=True)
 
 
 def _describe(error: Exception) -> str:
     code = getattr(error, "code", None)
-    return f"HTTP {code} {getattr(error, 'message', '')}".strip() if code else f"{type(error).__name__}: {error}"
+    if code:
+        return f"HTTP {code} {getattr(error, 'message', '')}".strip()
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

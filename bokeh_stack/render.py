@@ -35,8 +35,6 @@ class Layout:
     daemonize: bool = False
     python: str = sys.executable
     nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
-    # Defaults to the workers at settings.worker_address.
-    worker_hosts: tuple[str, ...] = ()
     run_as: str | None = None
     nginx_user: str | None = None
 
@@ -105,7 +103,6 @@ def app_info(apps_dir: Path, name: str) -> dict[str, Any]:
 
 def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
     s = layout.settings
-    hosts = layout.worker_hosts or (s.worker_address,)
     pools = [
         {
             "name": pool.name,
@@ -114,7 +111,7 @@ def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
             "apps": pool.apps,
             "workers": pool.workers,
             "base_port": pool.base_port,
-            "servers": [f"{_host(h)}:{port}" for h in hosts for port in pool.ports],
+            "servers": [f"{_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
         }
         for pool in s.pools
     ]

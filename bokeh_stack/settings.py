@@ -30,7 +30,7 @@ PATH_KEYS = ("apps_dir", "runtime_dir", "log_dir", "secret_file")
 # Paths where the stack serves something of its own; an app of that name would be shadowed.
 RESERVED_APP_NAMES = {"static", "healthz"}
 
-_HOST = re.compile(r"^(\*|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
+_HOST = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
 _ORIGIN = re.compile(r"^(?P<host>[^:\s/]+|\[[0-9A-Fa-f:.]+\])(:(?P<port>\d{1,5}))?$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -76,6 +76,7 @@ class Settings:
     public_origins: tuple[str, ...]
     prefix: str
     worker_address: str
+    worker_hosts: tuple[str, ...]
     base_port: int
     workers: int
     pools: tuple[Pool, ...]
@@ -253,6 +254,9 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
     for name in raw["server_names"]:
         if not _HOST.match(name) and not _is_ip(name):
             problems.append(f"server_names: {name!r} is not a host name or address")
+    for host in raw["worker_hosts"]:
+        if not _HOST.match(host) and not _is_ip(host):
+            problems.append(f"worker_hosts: {host!r} is not a host name or address")
     for origin in raw["public_origins"]:
         match = _ORIGIN.match(origin)
         if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
@@ -284,6 +288,7 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
         public_origins=tuple(origins),
         prefix=raw["prefix"],
         worker_address=raw["worker_address"],
+        worker_hosts=tuple(raw["worker_hosts"]) or (raw["worker_address"],),
         base_port=raw["base_port"],
         workers=raw["workers"],
         pools=tuple(pools),

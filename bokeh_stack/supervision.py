@@ -66,6 +66,20 @@ def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> fl
     return time.perf_counter() - start if ok else None
 
 
+def healthz(settings, timeout: float = 5.0) -> int | None:
+    """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
+    s = settings
+    address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
+    conn = http.client.HTTPConnection(address, s.port, timeout=timeout)
+    try:
+        conn.request("GET", f"{s.prefix}/healthz", headers={"Host": f"{s.server_names[0]}:{s.port}"})
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
 def workers(layout: Layout) -> list[Worker]:
     """Every worker process of the stack, as supervisord sees it, with a probe of each."""
     s = layout.settings

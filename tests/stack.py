@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -61,6 +61,25 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+class Execution(NamedTuple):
+    """One run of the counter app's code: one session built."""
+
+    port: int
+    session_id: str
+    app: str
+    host: str
+
+    @property
+    def worker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def read_executions(record: Path) -> list[Execution]:
+    if not record.exists():
+        return []
+    return [Execution(int(p), s, a, h) for p, s, a, h in (line.split() for line in record.read_text().splitlines())]
+
+
 def counter_apps(directory: Path, names: list[str]) -> Path:
     """An apps dir holding the counter app under each of `names`."""
     for name in names:
@@ -89,11 +108,8 @@ class RunningStack:
     def rpc(self):
         return supervision.rpc(self.layout.socket).supervisor
 
-    def executions(self) -> list[tuple[int, str, str]]:
-        """(worker port, session id, app) for every execution of the counter app."""
-        if not self.record.exists():
-            return []
-        return [(int(p), s, a) for p, s, a in (line.split() for line in self.record.read_text().splitlines())]
+    def executions(self) -> list[Execution]:
+        return read_executions(self.record)
 
     def workers(self) -> list[supervision.Worker]:
         return supervision.workers(self.layout)
@@ -164,9 +180,40 @@ async def page_views(urls: list[str], concurrency: int = 1, **kwargs: Any) -> li
     return await asyncio.gather(*(one(url) for url in urls))
 
 
-def executions_per_view(stack: RunningStack, views: list[PageView]) -> tuple[float, Counter]:
-    """Executions of the counter app per page view, and how many sessions each worker built."""
-    records = stack.executions()
+@dataclass
+class Stream:
+    """What a stream of page views saw."""
+
+    done: int = 0
+    failures: list[str] = field(default_factory=list)
+    reconnects: int = 0  # page views whose websocket had to be opened again, as BokehJS does
+
+    def __str__(self) -> str:
+        return f"{self.done} page views, {len(self.failures)} failed, {self.reconnects} reconnected"
+
+
+async def stream_of_page_views(url: str, seconds: float, concurrency: int = 4) -> Stream:
+    """First-visit page views, `concurrency` at a time, for `seconds`."""
+    stream = Stream()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        results = await asyncio.gather(*(page_view(url) for _ in range(concurrency)), return_exceptions=True)
+        stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
+        stream.reconnects += sum(r.reconnects for r in results if not isinstance(r, BaseException))
+        stream.done += len(results)
+    return stream
+
+
+async def during_page_views(url: str, seconds: float, action: Callable[[], Any], after: float = 1.0):
+    """Run `action` `after` seconds into a stream of page views; returns the Stream and action's result."""
+    load = asyncio.create_task(stream_of_page_views(url, seconds))
+    await asyncio.sleep(after)
+    result = action()
+    return await load, result
+
+
+def executions_per_view(executions: list[Execution], views: list[PageView]) -> tuple[float, Counter]:
+    """Executions of the counter app per page view, and how many sessions each worker (host:port) built."""
     ids = {v.session_id for v in views}
-    mine = [r for r in records if r[1] in ids]
-    return len(mine) / len(views), Counter(port for port, _, _ in mine)
+    mine = [e for e in executions if e.session_id in ids]
+    return len(mine) / len(views), Counter(e.worker for e in mine)

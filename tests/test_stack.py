@@ -13,7 +13,7 @@ import pytest
 
 from bokeh_stack.pageview import PageViewError, open_page, page_view
 
-from .stack import SHIPPED_APPS, counter_apps, executions_per_view, page_views, run, wait_for
+from .stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -62,12 +62,12 @@ def test_one_execution_per_page_view_with_every_worker_used(stacks, tmp_path):
     views = run(page_views([url] * 24, concurrency=1))
     views += run(page_views([url] * 24, concurrency=8))
 
-    per_view, per_worker = executions_per_view(stack, views)
+    per_view, per_worker = executions_per_view(stack.executions(), views)
     assert per_view == 1.0, f"{per_view:.2f} app executions per page view (sessions built twice)"
-    assert set(per_worker) == set(stack.settings.worker_ports), f"not every worker used: {dict(per_worker)}"
+    assert {int(w.rsplit(":", 1)[1]) for w in per_worker} == set(stack.settings.worker_ports), dict(per_worker)
     # The document each client pulled came from the worker that ran the app for its session.
     for view in views:
-        served_by = next(p for p, s, _ in stack.executions() if s == view.session_id)
+        served_by = next(e.port for e in stack.executions() if e.session_id == view.session_id)
         assert view.document.get_model_by_name("worker").text.endswith(str(served_by))
 
 
@@ -81,7 +81,7 @@ def test_a_returning_browser_keeps_its_worker(stacks, tmp_path):
 
     views = run(visits())
     assert "bokeh_affinity" in views[0].jar.cookies
-    per_view, per_worker = executions_per_view(stack, views)
+    per_view, per_worker = executions_per_view(stack.executions(), views)
     assert per_view == 1.0 and len(per_worker) == 1
 
 
@@ -94,11 +94,11 @@ def test_each_pool_serves_only_its_apps(stacks, tmp_path):
     views = run(
         page_views([stack.url(f"/{app}") for app in ("alpha", "beta", "gamma") for _ in range(12)], concurrency=4)
     )
-    per_view, _ = executions_per_view(stack, views)
+    per_view, _ = executions_per_view(stack.executions(), views)
     assert per_view == 1.0
     ports_of = {}
-    for port, _, app in stack.executions():
-        ports_of.setdefault(app, set()).add(port)
+    for e in stack.executions():
+        ports_of.setdefault(e.app, set()).add(e.port)
     assert ports_of["alpha"] | ports_of["beta"] <= set(default.ports)
     assert ports_of["gamma"] <= set(heavy.ports)
     assert len(ports_of["gamma"]) == 2, "both workers of the heavy pool used"
@@ -137,25 +137,14 @@ def test_kill_9_of_a_worker_costs_no_page_view(stacks, tmp_path):
     url = stack.url("/counter")
     victim = stack.workers()[0]
 
-    async def stream_of_page_views(seconds: float) -> tuple[int, list[str]]:
-        done, failures = 0, []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            results = await asyncio.gather(*(page_view(url) for _ in range(4)), return_exceptions=True)
-            failures += [str(r) for r in results if isinstance(r, BaseException)]
-            done += len(results)
-        return done, failures
-
-    async def scenario():
-        load = asyncio.create_task(stream_of_page_views(8.0))
-        await asyncio.sleep(1.0)
+    def kill() -> float:
         os.kill(victim.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        return await load, killed_at
+        return time.monotonic()
 
-    (done, failures), killed_at = run(scenario())
-    assert done >= 40
-    assert failures == [], f"{len(failures)} of {done} page views failed: {failures[:3]}"
+    stream, killed_at = run(during_page_views(url, 8.0, kill))
+    print(f"\nkill -9 under load: {stream}")
+    assert stream.done >= 40
+    assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
 
     back = wait_for(
         lambda: next(

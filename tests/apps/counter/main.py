@@ -1,10 +1,11 @@
 """Counter.
 
 A test app that records every execution of its code (one line per session built) in the file named by
-$COUNTER_RECORD_FILE: the worker's port, the session id and the app name.
+$COUNTER_RECORD_FILE: the worker's port, the session id, the app name and the host (container) name.
 """
 
 import os
+import socket
 from pathlib import Path
 
 from bokeh.models import Div
@@ -20,7 +21,7 @@ if record:
     # One short O_APPEND write per line: lines from concurrent workers never interleave.
     fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{port} {session_id} {app}\n".encode())
+        os.write(fd, f"{port} {session_id} {app} {socket.gethostname()}\n".encode())
     finally:
         os.close(fd)
 doc.add_root(Div(text=f"served by the worker on port {port}", name="worker"))

@@ -1,0 +1,184 @@
+"""`docker compose up` for real: our own dockerd, the images built from docker/, the compose file as users run it
+(with a test overlay adding the counter app), reached only through the port published on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bokeh_stack.pageview import page_view
+
+from .docker_engine import Engine, ensure_base_image, start_engine, stop_engine
+from .stack import (
+    ROOT,
+    TEST_APPS,
+    during_page_views,
+    executions_per_view,
+    free_ports,
+    page_views,
+    read_executions,
+    run,
+    wait_for,
+)
+
+pytestmark = pytest.mark.docker
+SHIPPED = ["cosine", "lifecycle", "press_me", "random_walk", "streaming"]
+
+
+@dataclass
+class ComposeStack:
+    engine: Engine
+    project: str
+    port: int
+    env: dict
+    records: Path
+    timings: dict
+
+    def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests" / "compose.counter.yml")]
+        return subprocess.run(
+            ["docker-compose", "-p", self.project, *files, *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True,
+        )  # fmt: skip
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def containers(self, service: str) -> list[str]:
+        out = self.engine.docker(
+            "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+        ).stdout  # fmt: skip
+        return out.split()
+
+    def health(self, container: str) -> str:
+        return json.loads(self.engine.docker("inspect", container).stdout)[0]["State"]["Health"]["Status"]
+
+    def exec(self, container: str, *args: str) -> subprocess.CompletedProcess:
+        return self.engine.docker("exec", container, *args, check=False)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = start_engine()
+    try:
+        ensure_base_image(engine)
+        yield engine
+    finally:
+        stop_engine(engine)
+
+
+@pytest.fixture(scope="module")
+def stack(engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compose")
+    counter = tmp / "counter"
+    shutil.copytree(TEST_APPS / "counter", counter)
+    records = tmp / "records"
+    records.mkdir()
+    records.chmod(0o777)  # written by the workers' non-root user
+    port = free_ports(1)
+    env = {**engine.env, "BOKEH_STACK_PORT": str(port), "COUNTER_APP": str(counter), "RECORDS_DIR": str(records)}
+    env.pop("BOKEH_SECRET_KEY", None)
+    stack = ComposeStack(engine, f"bokehstacktest{uuid.uuid4().hex[:8]}", port, env, records, {})
+    try:
+        start = time.monotonic()
+        stack.compose("build")
+        stack.timings["build_s"] = time.monotonic() - start
+        start = time.monotonic()
+        stack.compose("up", "-d", "--scale", "workers=2")
+        wait_for(lambda: stack.containers("nginx") and stack.health(stack.containers("nginx")[0]) == "healthy",
+                 120, "the nginx container to be healthy")  # fmt: skip
+        stack.timings["up_to_healthy_s"] = time.monotonic() - start
+        print(f"\ncompose timings: {stack.timings}")
+        yield stack
+    finally:
+        try:
+            stack.compose("down", "--volumes", "--remove-orphans")
+        except subprocess.CalledProcessError as e:
+            print(e.stderr)
+
+
+def test_every_app_serves_through_the_published_port(stack):
+    index = urllib.request.urlopen(stack.url("/")).read()
+    for app in SHIPPED:
+        assert f'href="/{app}"'.encode() in index
+        assert run(page_view(stack.url(f"/{app}"))).document.roots
+    assert urllib.request.urlopen(stack.url("/healthz")).read() == b"ok\n"
+
+
+def test_one_execution_per_page_view_over_two_worker_containers(stack):
+    workers = stack.containers("workers")
+    assert len(workers) == 2
+    views = run(page_views([stack.url("/counter")] * 40, concurrency=4))
+    per_view, per_worker = executions_per_view(read_executions(stack.records / "executions.txt"), views)
+    assert per_view == 1.0, f"{per_view:.2f} executions per page view"
+    hosts = {worker.split(":")[0] for worker in per_worker}
+    assert len(hosts) == 2, f"sessions landed on {dict(per_worker)}: not on both worker containers"
+
+
+def test_containers_run_as_non_root_and_only_nginx_publishes(stack):
+    for service in ("workers", "nginx"):
+        for container in stack.containers(service):
+            assert stack.exec(container, "id", "-u").stdout.strip() == "10001"
+    for container in stack.containers("workers"):
+        assert stack.engine.docker("port", container).stdout.strip() == ""
+    published = stack.engine.docker("port", stack.containers("nginx")[0]).stdout
+    assert published.strip() == f"{stack.port}/tcp -> 127.0.0.1:{stack.port}"
+
+
+def test_one_secret_shared_by_the_worker_containers_and_not_in_the_image(stack):
+    secrets = {stack.exec(c, "cat", "/var/lib/bokeh-stack/secret").stdout for c in stack.containers("workers")}
+    assert len(secrets) == 1 and len(secrets.pop().strip()) >= 32
+    image = json.loads(stack.engine.docker("image", "inspect", "bokeh-stack-workers:0.1.0").stdout)[0]
+    assert not any(var.startswith("BOKEH_SECRET_KEY=") and var != "BOKEH_SECRET_KEY=" for var in image["Config"]["Env"])
+
+
+def test_logs_show_every_worker_prefixed(stack):
+    logs = stack.compose("logs", "--no-color", "workers").stdout
+    for port in (5100, 5101):
+        lines = [line for line in logs.splitlines() if f"bokeh_default_{port} " in line]
+        containers = {line.split("|")[0].strip() for line in lines}
+        assert len(containers) == 2, f"bokeh_default_{port} not logging from both containers: {containers}"
+
+
+def test_a_killed_worker_process_comes_back_with_no_failed_page_view(stack):
+    container = stack.containers("workers")[0]
+    conf = "/run/bokeh-stack/supervisord.conf"
+    pid = stack.exec(container, "supervisorctl", "-c", conf, "pid", "bokeh_default:bokeh_default_5100").stdout.strip()
+    assert pid.isdigit(), pid
+
+    def kill() -> None:
+        killed = stack.exec(container, "sh", "-c", f"kill -9 {pid}")  # no kill binary in a slim image
+        assert killed.returncode == 0, killed.stderr
+
+    stream, _ = run(during_page_views(stack.url("/counter"), 8.0, kill))
+    print(f"\nkill -9 under load: {stream}")
+    assert stream.done >= 40
+    assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
+
+    def restarted() -> bool:
+        new = stack.exec(
+            container, "supervisorctl", "-c", conf, "pid", "bokeh_default:bokeh_default_5100"
+        ).stdout.strip()
+        healthy = stack.exec(container, "python", "-m", "bokeh_stack.container", "health", "workers").returncode == 0
+        return new.isdigit() and new != pid and healthy
+
+    wait_for(restarted, 30, "supervisord to restart the killed worker", interval=0.5)
+
+
+def test_down_leaves_nothing_running(stack):
+    stack.compose("down", "--volumes", "--remove-orphans")
+    label = f"label=com.docker.compose.project={stack.project}"
+    assert stack.engine.docker("ps", "-a", "-q", "--filter", label).stdout.strip() == ""
+    assert stack.engine.docker("network", "ls", "-q", "--filter", label).stdout.strip() == ""
+    assert stack.engine.docker("volume", "ls", "-q", "--filter", label).stdout.strip() == ""
+    with pytest.raises(OSError):
+        urllib.request.urlopen(stack.url("/healthz"), timeout=3)
