@@ -2,7 +2,7 @@
 `debian:bookworm-slim` base image built locally (debootstrap + docker import) where no registry is reachable.
 
 The engine's data root and the debootstrap tarball are kept between runs on the same machine (the build cache
-is what makes a second run fast); set BOKEH_STACK_TEST_DOCKER_ROOT to put them elsewhere.
+is what makes a second run fast); set DOCKER_TEST_ROOT to put them elsewhere.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(os.environ.get("BOKEH_STACK_TEST_DOCKER_ROOT", "/var/lib/bokeh-stack-test"))
+ROOT = Path(os.environ.get("DOCKER_TEST_ROOT", "/var/lib/bokeh-stack-test"))
 RUN = Path("/run/bokeh-stack-test")
 BASE_IMAGE = "debian:bookworm-slim"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
