@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import getpass
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import reload as reloading
 from . import render as rendering
 from . import supervision
 from .apps import check_apps
@@ -53,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
         "--runtime-dir", metavar="DIR", dest="runtime_dir", help="where configs, logs and the secret go"
     )
 
+    roles = argparse.ArgumentParser(add_help=False)
+    roles.add_argument(
+        "--role",
+        choices=["all", "balancer", "worker"],
+        default="all",
+        help="what this host runs: nginx and workers (all), nginx only, or workers only",
+    )
+    roles.add_argument("--user", help="when root: run the workers and nginx's worker processes as this user")
+    roles.add_argument("--daemon", action="store_true", help="supervisord goes to the background when started")
+
     parser = argparse.ArgumentParser(prog="bokeh-stack", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     up = sub.add_parser(
@@ -68,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="check the settings, that every app builds its document, and the configs"
     )
     check.set_defaults(command=cmd_check)
+    apply = sub.add_parser(
+        "apply", parents=[common, roles], help="render, then apply what changed to the running stack without downtime"
+    )
+    apply.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
+    apply.set_defaults(command=cmd_apply, restart_all=False)
+    reload = sub.add_parser(
+        "reload", parents=[common, roles], help="render, reload nginx and restart every worker, one at a time"
+    )
+    reload.set_defaults(command=cmd_apply, restart_all=True, stateful=False)
     status = sub.add_parser("status", parents=[common], help="state, pid, port, uptime and probe of every worker")
     status.set_defaults(command=cmd_status)
     return parser
@@ -79,31 +100,47 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load(args.settings, overrides=overrides)
 
 
-def _in_dir(settings: Settings, directory: Path) -> Settings:
-    """The same settings with every runtime file under `directory` (render --out, check)."""
-    return dataclasses.replace(
-        settings, runtime_dir=directory, log_dir=directory / "logs", secret_file=directory / "secret"
-    )
-
-
-def _layout(settings: Settings) -> Layout:
-    """The local runner's layout: everything runs as the user who runs bokeh-stack."""
-    if rendering.find_nginx() is None:
+def _layout(settings: Settings, args: argparse.Namespace | None = None) -> Layout:
+    """By default everything runs as the user who runs bokeh-stack; --user names another for workers and nginx."""
+    role = getattr(args, "role", "all")
+    with_nginx, with_workers = role in ("all", "balancer"), role in ("all", "worker")
+    if with_nginx and rendering.find_nginx() is None:
         raise StackError(NGINX_MISSING)
+    daemonize = getattr(args, "daemon", False)
+    layout = Layout(settings, with_nginx=with_nginx, with_workers=with_workers, daemonize=daemonize)
+    if getattr(args, "user", None):
+        return dataclasses.replace(layout, worker_user=args.user, nginx_user=args.user)
     user = getpass.getuser() if os.geteuid() == 0 else None  # only root can (and must) name a user
-    return Layout(settings, run_as=user, nginx_user=user)
+    return dataclasses.replace(layout, run_as=user, nginx_user=user)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    layout = _layout(_settings(args), args)
     if args.out:
-        settings = _in_dir(settings, Path(args.out).resolve())
-    layout = _layout(settings)
-    written = rendering.render(layout)
-    rendering.nginx_test(layout)
-    for path in written.values():
+        layout = rendering.in_dir(layout, Path(args.out).resolve())
+    changed = rendering.render_checked(layout)
+    for path in changed:
         print(path)
-    print("nginx -t: ok")
+    print(f"{len(changed)} file(s) changed in {layout.run_dir}" + ("; nginx -t: ok" if layout.with_nginx else ""))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    layout = _layout(_settings(args), args)
+    try:
+        applied = reloading.apply(layout, restart_all=args.restart_all)
+    except reloading.ReloadError as e:
+        if args.stateful:
+            print(f"changed=yes comment={shlex.quote(str(e))}")
+        raise StackError(str(e)) from e
+    changed = bool(applied.changed_files or applied.actions)
+    if not applied.running:
+        print(f"bokeh-stack: {len(applied.changed_files)} file(s) changed; no stack is running from {layout.run_dir}")
+    if args.stateful:
+        comment = (
+            "; ".join(applied.actions) or f"{len(applied.changed_files)} file(s) changed" if changed else "up to date"
+        )
+        print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(comment)}")
     return 0
 
 
@@ -119,9 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             print(f"app {app}: ok")
     with tempfile.TemporaryDirectory(prefix="bokeh-stack-check-") as tmp:
-        layout = _layout(_in_dir(settings, Path(tmp)))
-        rendering.render(layout)
-        rendering.nginx_test(layout)
+        rendering.render_checked(rendering.in_dir(_layout(settings), Path(tmp)))
     print("configs: ok (nginx -t passed)")
     if failed:
         raise StackError(f"{failed} app(s) failed to build their document")
@@ -159,8 +194,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise StackError(f"a stack already runs from {layout.run_dir} (supervisord pid {running}): stop it first")
     _check_ports_free(settings)
     secret = ensure_secret(settings.secret_file)
-    rendering.render(layout)
-    rendering.nginx_test(layout)
+    rendering.render_checked(layout)
 
     stop = _StopSignal()
     proc = supervision.start_supervisord(layout, secret)

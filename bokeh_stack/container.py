@@ -22,7 +22,7 @@ from .settings import Settings, SettingsError, load
 def workers(settings: Settings) -> None:
     layout = Layout(settings, with_nginx=False)
     secret = ensure_secret(settings.secret_file)
-    rendering.render(layout)
+    rendering.render_checked(layout)
     os.environ["BOKEH_SECRET_KEY"] = secret
     conf = str(layout.supervisord_conf)
     os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", conf])
@@ -30,8 +30,7 @@ def workers(settings: Settings) -> None:
 
 def nginx(settings: Settings) -> None:
     layout = Layout(settings)
-    rendering.render(layout)
-    rendering.nginx_test(layout)
+    rendering.render_checked(layout)
     conf = str(layout.nginx_conf)
     os.execv(layout.nginx_bin, [layout.nginx_bin, "-c", conf, "-e", layout.error_log, "-g", "daemon off;"])
 

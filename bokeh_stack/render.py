@@ -4,12 +4,14 @@ their only source, for the local runner, the containers and the Salt formula ali
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,14 @@ class Layout:
     settings: Settings
     # Runs nginx inside this supervisord (local runner, hosts without systemd); False in the workers container.
     with_nginx: bool = True
+    # Runs the workers; False on a balancer-only host.
+    with_workers: bool = True
     daemonize: bool = False
     python: str = sys.executable
     nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
+    # supervisord's own user, the workers' user, nginx's worker processes' user (each only when run as root).
     run_as: str | None = None
+    worker_user: str | None = None
     nginx_user: str | None = None
 
     @property
@@ -45,6 +51,10 @@ class Layout:
     @property
     def conf_dir(self) -> Path:
         return self.run_dir / "nginx"
+
+    @property
+    def args_dir(self) -> Path:
+        return self.run_dir / "workers"
 
     @property
     def html_dir(self) -> Path:
@@ -135,6 +145,8 @@ def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
         "python": layout.python,
         "nginx_bin": layout.nginx_bin,
         "with_nginx": layout.with_nginx,
+        "with_workers": layout.with_workers,
+        "worker_user": layout.worker_user,
         "daemonize": layout.daemonize,
         "run_as": layout.run_as,
         "nginx_user": layout.nginx_user,
@@ -168,27 +180,47 @@ FILES = {
 }
 
 
-def render(layout: Layout, static_dir: Path | None = None) -> dict[str, Path]:
-    """Write every config into the runtime dir; returns template name -> written path."""
+def in_dir(layout: Layout, directory: Path) -> Layout:
+    """The same layout with every runtime file under `directory`."""
+    settings = dataclasses.replace(
+        layout.settings, runtime_dir=directory, log_dir=directory / "logs", secret_file=directory / "secret"
+    )
+    return dataclasses.replace(layout, settings=settings)
+
+
+def render(layout: Layout, static_dir: Path | None = None) -> list[Path]:
+    """Write every config into the runtime dir; returns the files whose content changed."""
     ctx = context(layout, static_dir)
     env = environment()
-    written = {}
-    for template, target in FILES.items():
-        path = layout.run_dir / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write(path, env.get_template(template).render(ctx))
-        written[template] = path
-    _write(layout.html_dir / "healthz.txt", "ok\n")
+    outputs = {layout.run_dir / target: env.get_template(template).render(ctx) for template, target in FILES.items()}
+    args = env.get_template("supervisor/worker.args.j2")
+    for pool in ctx["pools"]:
+        outputs[layout.args_dir / f"{pool['program']}.args"] = args.render(ctx, pool=pool)
+    outputs[layout.html_dir / "healthz.txt"] = "ok\n"
     for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
         directory.mkdir(parents=True, exist_ok=True)
-    return written
+    return [path for path, text in outputs.items() if _write(path, text)]
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace the file in one step, so a reader never sees half a config."""
+def render_checked(layout: Layout) -> list[Path]:
+    """render(), but only once nginx accepts the candidate config: a bad one never replaces a good one."""
+    if layout.with_nginx:
+        with tempfile.TemporaryDirectory(prefix="bokeh-stack-candidate-") as tmp:
+            candidate = in_dir(layout, Path(tmp))
+            render(candidate)
+            nginx_test(candidate)
+    return render(layout)
+
+
+def _write(path: Path, text: str) -> bool:
+    """Replace the file in one step, so a reader never sees half a config; False if it already said that."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text() == text:
+        return False
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+    return True
 
 
 def nginx_test(layout: Layout) -> str:

@@ -1,5 +1,6 @@
-"""A bokeh-stack worker: `python -m bokeh_stack.worker serve ARGS...` is `bokeh serve ARGS...` with the stack's
-worker-side fixes applied first. Each fix is small, uses only public tornado API, and says why it is here."""
+"""A bokeh-stack worker: `python -m bokeh_stack.worker ARGS_FILE PORT` runs `bokeh` with the arguments in ARGS_FILE
+(one per line, rendered from supervisor/worker.args.j2; {port} replaced by PORT), with the stack's worker-side
+fixes applied first. Each fix is small, uses only public tornado API, and says why it is here."""
 
 from __future__ import annotations
 
@@ -27,11 +28,19 @@ def websocket_nodelay() -> None:
     WSHandler.open = open_with_nodelay
 
 
+def read_args(args_file: str, port: str) -> list[str]:
+    with open(args_file) as f:
+        return [line.replace("{port}", port) for line in f.read().splitlines() if line]
+
+
 def main(argv: list[str]) -> None:
+    if len(argv) != 2 or not argv[1].isdigit():
+        sys.exit("usage: python -m bokeh_stack.worker ARGS_FILE PORT")
+    args = read_args(*argv)
     websocket_nodelay()
     from bokeh.command.bootstrap import main as bokeh_main
 
-    bokeh_main(["bokeh", *argv])
+    bokeh_main(["bokeh", *args])
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 from supervisor.options import ServerOptions
 
 from bokeh_stack import render as rendering
+from bokeh_stack import worker
 from bokeh_stack.render import Layout, RenderError
 from bokeh_stack.settings import load
 
@@ -53,6 +55,31 @@ def test_a_config_nginx_refuses_is_reported_with_nginxs_words(tmp_path):
         rendering.nginx_test(layout)
 
 
+def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
+    layout = rendered(tmp_path)
+    before = {p: p.read_text() for p in layout.run_dir.rglob("*.conf")}
+    bad = dataclasses.replace(layout, nginx_user="no-such-user-here")
+    with pytest.raises(RenderError, match="no-such-user-here"):
+        rendering.render_checked(bad)
+    assert {p: p.read_text() for p in layout.run_dir.rglob("*.conf")} == before
+    assert rendering.render_checked(layout) == [], "rendering the same settings again changes nothing"
+
+
+def test_roles_balancer_and_worker(tmp_path):
+    layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
+    balancer = dataclasses.replace(layout, with_workers=False)
+    rendering.render_checked(balancer)
+    assert set(supervisord_programs(balancer)) == {"nginx"}
+    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    assert "server 10.0.0.5:5100 " in conf and "server localhost:5101 " in conf
+
+    worker_host = dataclasses.replace(layout, with_nginx=False, worker_user="nobody")
+    rendering.render_checked(worker_host)
+    programs = supervisord_programs(worker_host)
+    assert set(programs) == {"bokeh_default"}
+    assert "\nuser=nobody\n" in worker_host.supervisord_conf.read_text()
+
+
 def test_supervisord_runs_one_process_per_worker_port(tmp_path):
     layout = rendered(tmp_path, workers=3, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
     programs = supervisord_programs(layout)
@@ -61,10 +88,13 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
         processes = programs[pool.program]
         assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
         for process, port in zip(processes, pool.ports, strict=True):
-            argv = process.command.split()
-            assert argv[argv.index("--port") + 1] == str(port)
+            command = process.command.split()
+            assert command[-3:] == ["bokeh_stack.worker", str(layout.args_dir / f"{pool.program}.args"), str(port)]
+            argv = worker.read_args(command[-2], str(port))
+            assert argv[0] == "serve" and argv[argv.index("--port") + 1] == str(port)
             assert argv[argv.index("--address") + 1] == "127.0.0.1"
             assert "--use-xheaders" in argv and argv[argv.index("--session-ids") + 1] == "signed"
+            assert argv[argv.index("--log-format") + 1].startswith(f"{pool.program}_{port} ")
             served = {a.rsplit("/", 1)[1] for a in argv if a.startswith(str(SHIPPED_APPS))}
             assert served == set(pool.apps)
             assert process.autorestart and process.stopasgroup and process.killasgroup

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+import yaml
 
 from bokeh_stack.pageview import PageViewError, open_page, page_view
 
@@ -186,3 +189,58 @@ def test_closed_lifecycle_sessions_leave_no_callback_running(stacks):
     wait_for(
         lambda: stats().startswith("This worker: 1 sessions"), 30, "the closed sessions to be discarded", interval=2
     )
+
+
+def bokeh_stack_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bokeh_stack", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_reload_restarts_workers_one_at_a_time_with_no_failed_page_view(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=3)
+    before = {w.name: w.pid for w in stack.workers()}
+
+    stream, reload = run(
+        during_page_views(
+            stack.url("/counter"), 12.0, lambda: bokeh_stack_cli("reload", "--settings", str(stack.settings_file))
+        )
+    )
+    output, _ = reload.communicate(timeout=90)
+    assert reload.returncode == 0, output
+    print(f"\nreload under load: {stream}")
+    assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
+    after = {w.name: w.pid for w in stack.workers()}
+    assert after.keys() == before.keys() and all(after[n] != before[n] for n in before), "every worker restarted"
+    assert all(w.state == "RUNNING" and w.probe_ok for w in stack.workers())
+
+    # supervisord's own log: each worker stops only after the previous one is running again.
+    log = (stack.settings.log_dir / "supervisord.log").read_text().splitlines()
+    events = [line.split()[3:5] for line in log if "INFO stopped: bokeh_" in line or "INFO success: bokeh_" in line]
+    restarts = events[next(i for i, (kind, _) in enumerate(events) if kind == "stopped:") :]
+    assert [kind for kind, _ in restarts] == ["stopped:", "success:"] * 3, restarts
+    assert [name for _, name in restarts[::2]] == [name for _, name in restarts[1::2]]
+
+
+def test_apply_changes_only_what_changed(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=2)
+
+    def apply() -> str:
+        proc = bokeh_stack_cli("apply", "--stateful", "--settings", str(stack.settings_file))
+        output, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, output
+        return output.strip().splitlines()[-1]
+
+    assert apply() == "changed=no comment='up to date'"
+    before = {w.name: w.pid for w in stack.workers()}
+    settings = yaml.safe_load(stack.settings_file.read_text())
+    stack.settings_file.write_text(yaml.safe_dump({**settings, "session": {"keep_alive_ms": 20000}}))
+    changed = apply()
+    assert changed.startswith("changed=yes") and "reloaded nginx" in changed
+    assert all(f"restarted bokeh_default_{port}" in changed for port in stack.settings.worker_ports)
+    args = (stack.layout.args_dir / "bokeh_default.args").read_text().splitlines()
+    assert args[args.index("--keep-alive") + 1] == "20000"
+    assert "proxy_read_timeout 60s;" in (stack.layout.conf_dir / "bokeh-stack.conf").read_text()
+    assert all(w.pid != before[w.name] for w in stack.workers())
+    assert run(page_view(stack.url("/counter"))).document.roots
+    assert apply() == "changed=no comment='up to date'"

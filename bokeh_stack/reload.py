@@ -1,0 +1,89 @@
+"""Bring a running stack in line with its settings without dropping users.
+
+Render (only once nginx accepts the candidate), then apply what changed: nginx reloads gracefully (HUP) for a
+new nginx config; a pool whose worker arguments changed restarts one worker at a time, each back and answering
+its probe before the next goes down, while nginx sends new page views to the others. Only a change in a pool's
+ports or worker count restarts that pool's program at once (supervisord cannot renumber a running program).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import supervision
+from .render import Layout, render_checked
+from .settings import Pool
+
+READY_TIMEOUT_S = 60
+
+
+class ReloadError(RuntimeError):
+    pass
+
+
+@dataclass
+class Applied:
+    changed_files: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    running: bool = False
+
+
+def apply(layout: Layout, restart_all: bool = False, log: Callable[[str], None] = print) -> Applied:
+    changed = set(render_checked(layout))
+    result = Applied(changed_files=sorted(str(p) for p in changed))
+    if supervision.supervisord_running(layout.socket) is None:
+        return result
+    result.running = True
+    sup = supervision.rpc(layout.socket).supervisor
+
+    def act(message: str) -> None:
+        result.actions.append(message)
+        log(f"bokeh-stack: {message}")
+
+    replaced: set[str] = set()
+    if layout.supervisord_conf in changed:
+        [[added, modified, removed]] = sup.reloadConfig()
+        for group in removed:
+            sup.stopProcessGroup(group)
+            sup.removeProcessGroup(group)
+            act(f"removed {group}")
+        for group in modified:
+            sup.stopProcessGroup(group)
+            sup.removeProcessGroup(group)
+            sup.addProcessGroup(group)
+            replaced.add(group)
+            act(f"restarted {group} with its new ports or worker count")
+        for group in added:
+            sup.addProcessGroup(group)
+            replaced.add(group)
+            act(f"started {group}")
+
+    nginx_confs = {layout.conf_dir / "nginx.conf", layout.conf_dir / "bokeh-stack.conf"}
+    if layout.with_nginx and changed & nginx_confs and "nginx" not in replaced:
+        sup.signalProcess("nginx", "HUP")
+        act("reloaded nginx")
+
+    if layout.with_workers:
+        for pool in layout.settings.pools:
+            args_changed = layout.args_dir / f"{pool.program}.args" in changed
+            if pool.program not in replaced and (restart_all or args_changed):
+                rolling_restart(layout, pool, act)
+    return result
+
+
+def rolling_restart(layout: Layout, pool: Pool, act: Callable[[str], None]) -> None:
+    """Restart a pool's workers one at a time; each must answer its probe before the next one stops."""
+    sup = supervision.rpc(layout.socket).supervisor
+    s = layout.settings
+    for port in pool.ports:
+        name = f"{pool.program}:{pool.program}_{port}"
+        sup.stopProcess(name)
+        sup.startProcess(name)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while supervision.probe(s.worker_address, port, s.prefix) is None:
+            if time.monotonic() > deadline:
+                raise ReloadError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
+            time.sleep(0.1)
+        act(f"restarted {pool.program}_{port}")
