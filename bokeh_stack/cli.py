@@ -84,11 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         "apply", parents=[common, roles], help="render, then apply what changed to the running stack without downtime"
     )
     apply.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
+    apply.add_argument("--dry-run", action="store_true", help="only say which files would change")
     apply.set_defaults(command=cmd_apply, restart_all=False)
     reload = sub.add_parser(
         "reload", parents=[common, roles], help="render, reload nginx and restart every worker, one at a time"
     )
-    reload.set_defaults(command=cmd_apply, restart_all=True, stateful=False)
+    reload.set_defaults(command=cmd_apply, restart_all=True, stateful=False, dry_run=False)
     status = sub.add_parser("status", parents=[common], help="state, pid, port, uptime and probe of every worker")
     status.set_defaults(command=cmd_status)
     return parser
@@ -127,6 +128,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     layout = _layout(_settings(args), args)
+    if args.dry_run:
+        would = rendering.pending(layout)
+        for path in would:
+            print(f"would change {path}")
+        if args.stateful:
+            comment = f"{len(would)} file(s) would change" if would else "up to date"
+            print(f"changed={'yes' if would else 'no'} comment={shlex.quote(comment)}")
+        return 0
     try:
         applied = reloading.apply(layout, restart_all=args.restart_all)
     except reloading.ReloadError as e:

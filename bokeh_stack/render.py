@@ -188,18 +188,29 @@ def in_dir(layout: Layout, directory: Path) -> Layout:
     return dataclasses.replace(layout, settings=settings)
 
 
-def render(layout: Layout, static_dir: Path | None = None) -> list[Path]:
-    """Write every config into the runtime dir; returns the files whose content changed."""
+def outputs(layout: Layout, static_dir: Path | None = None) -> dict[Path, str]:
+    """Every file the layout's configs consist of, and what it must say."""
     ctx = context(layout, static_dir)
     env = environment()
-    outputs = {layout.run_dir / target: env.get_template(template).render(ctx) for template, target in FILES.items()}
+    files = {layout.run_dir / target: env.get_template(template).render(ctx) for template, target in FILES.items()}
     args = env.get_template("supervisor/worker.args.j2")
     for pool in ctx["pools"]:
-        outputs[layout.args_dir / f"{pool['program']}.args"] = args.render(ctx, pool=pool)
-    outputs[layout.html_dir / "healthz.txt"] = "ok\n"
+        files[layout.args_dir / f"{pool['program']}.args"] = args.render(ctx, pool=pool)
+    files[layout.html_dir / "healthz.txt"] = "ok\n"
+    return files
+
+
+def pending(layout: Layout) -> list[Path]:
+    """The files render() would change; writes nothing."""
+    return [path for path, text in outputs(layout).items() if not path.exists() or path.read_text() != text]
+
+
+def render(layout: Layout, static_dir: Path | None = None) -> list[Path]:
+    """Write every config into the runtime dir; returns the files whose content changed."""
+    files = outputs(layout, static_dir)
     for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
         directory.mkdir(parents=True, exist_ok=True)
-    return [path for path, text in outputs.items() if _write(path, text)]
+    return [path for path, text in files.items() if _write(path, text)]
 
 
 def render_checked(layout: Layout) -> list[Path]:

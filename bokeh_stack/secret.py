@@ -44,3 +44,12 @@ def _checked(key: str, source: str) -> str:
             f"(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
         )
     return key
+
+
+if __name__ == "__main__":
+    # python -m bokeh_stack.secret FILE: create the secret file if missing (provisioners); prints nothing.
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m bokeh_stack.secret FILE")
+    ensure_secret(Path(sys.argv[1]), environ={})

@@ -113,3 +113,12 @@ def log_tail(layout: Layout, process_name: str, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+if __name__ == "__main__":
+    # python -m bokeh_stack.supervision SOCKET: exit 0 if a supervisord answers there (provisioners' `unless`).
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m bokeh_stack.supervision SOCKET")
+    sys.exit(0 if supervisord_running(Path(sys.argv[1])) else 1)

@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from .docker_engine import ensure_base_image, start_engine, stop_engine
 from .stack import RunningStack, start_stack
 
 
@@ -28,3 +29,14 @@ def stacks(tmp_path):
 def nginx_available():
     if shutil.which("nginx") is None and not shutil.os.path.exists("/usr/sbin/nginx"):
         pytest.fail("nginx is not installed: `make test` installs it (apt-get install nginx-light)")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """Our own dockerd with the debian:bookworm-slim base image, for the compose and Salt tests."""
+    engine = start_engine()
+    try:
+        ensure_base_image(engine)
+        yield engine
+    finally:
+        stop_engine(engine)

@@ -16,7 +16,7 @@ import pytest
 
 from bokeh_stack.pageview import page_view
 
-from .docker_engine import Engine, ensure_base_image, start_engine, stop_engine
+from .docker_engine import Engine
 from .stack import (
     ROOT,
     TEST_APPS,
@@ -64,16 +64,6 @@ class ComposeStack:
 
     def exec(self, container: str, *args: str) -> subprocess.CompletedProcess:
         return self.engine.docker("exec", container, *args, check=False)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    engine = start_engine()
-    try:
-        ensure_base_image(engine)
-        yield engine
-    finally:
-        stop_engine(engine)
 
 
 @pytest.fixture(scope="module")

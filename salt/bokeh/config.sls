@@ -1,0 +1,59 @@
+{%- from "bokeh/map.jinja" import bokeh, stack, stack_args with context %}
+
+include:
+  - bokeh.user
+  - bokeh.venv
+  - bokeh.apps
+
+bokeh-config-directories:
+  file.directory:
+    - names:
+      - {{ bokeh.config_dir }}
+      - {{ bokeh.runtime_dir }}
+      - {{ bokeh.log_dir }}
+    - mode: "0755"
+    - makedirs: True
+
+bokeh-config-settings:
+  file.managed:
+    - name: {{ bokeh.settings_file }}
+    - contents: |
+        # Managed by Salt (pillar bokeh:settings). The keys are bokeh-stack's settings: bokeh_stack/defaults.yaml.
+        {{ bokeh.settings | yaml(False) | indent(8) }}
+    - mode: "0644"
+    - require:
+      - file: bokeh-config-directories
+
+{%- if bokeh.worker %}
+
+# One secret signs every worker's session ids: from the pillar, or generated here once and never shown.
+bokeh-config-secret:
+{%- if bokeh.secret %}
+  file.managed:
+    - name: {{ bokeh.secret_file }}
+    - contents_pillar: bokeh:secret
+    - mode: "0600"
+    - show_changes: False
+{%- else %}
+  cmd.run:
+    - name: {{ bokeh.venv }}/bin/python -m bokeh_stack.secret {{ bokeh.secret_file }}
+    - creates: {{ bokeh.secret_file }}
+    - require:
+      - cmd: bokeh-venv-package-path
+{%- endif %}
+    - require_in:
+      - cmd: bokeh-config-applied
+{%- endif %}
+
+# Renders nginx and supervisord configs from the settings (nginx -t first: a bad config never replaces a good
+# one), then, if the stack runs, applies what changed: nginx reloads, workers restart one at a time.
+bokeh-config-applied:
+  cmd.run:
+    - name: {{ stack }} apply --stateful {{ stack_args }}
+    - stateful:
+      - test_name: {{ stack }} apply --stateful --dry-run {{ stack_args }}
+    - require:
+      - cmd: bokeh-venv-package-path
+      - file: bokeh-config-settings
+      - file: bokeh-apps
+      - user: bokeh-user

@@ -1,0 +1,7 @@
+include:
+  - bokeh.package
+  - bokeh.user
+  - bokeh.venv
+  - bokeh.apps
+  - bokeh.config
+  - bokeh.service
