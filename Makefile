@@ -14,7 +14,7 @@ up: $(VENV)/.runtime
 check: $(VENV)/.runtime
 	$(BIN)/bokeh-stack check $(ARGS)
 
-test: $(VENV)/.test
+test: $(VENV)/.test .venv-salt/.installed
 	@scripts/system-deps test
 	$(BIN)/ruff check bokeh_stack tests apps
 	$(BIN)/ruff format --check bokeh_stack tests apps
@@ -39,5 +39,12 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-test.lock
 	touch $@
 
+# Salt in its own venv on Debian's python3, for the fast Salt tests (the real ones run Salt inside a container).
+.venv-salt/.installed: requirements-salt.lock
+	@scripts/system-deps test
+	test -x .venv-salt/bin/python || /usr/bin/python3 -m venv .venv-salt
+	.venv-salt/bin/pip install --quiet --disable-pip-version-check -r requirements-salt.lock
+	touch $@
+
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-salt .run .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,105 @@
+"""The Salt formula rendered by a real salt-call (masterless, on this machine; nothing applied), for a single
+host and for the hosts of a multi-host deployment; the settings it writes render configs nginx accepts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bokeh_stack import render as rendering
+from bokeh_stack.render import Layout
+from bokeh_stack.settings import load
+
+from .stack import ROOT, SHIPPED_APPS
+
+pytestmark = pytest.mark.salt
+SALT_CALL = ROOT / ".venv-salt" / "bin" / "salt-call"
+
+
+def show_sls(tmp_path: Path, pillar: dict) -> dict[str, dict]:
+    """state ID -> {state function: [arguments]} as Salt compiles the formula for this pillar."""
+    if not SALT_CALL.exists():
+        pytest.fail("Salt is not installed: `make test` makes .venv-salt")
+    conf, pillar_dir = tmp_path / "conf", tmp_path / "pillar"
+    conf.mkdir(parents=True)
+    pillar_dir.mkdir(parents=True)
+    (conf / "minion").write_text(yaml.safe_dump({
+        "file_client": "local", "id": "test-host", "root_dir": str(tmp_path / "root"),
+        "file_roots": {"base": [str(ROOT / "salt"), str(ROOT)]}, "pillar_roots": {"base": [str(pillar_dir)]},
+    }))  # fmt: skip
+    (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - bokeh\n")
+    (pillar_dir / "bokeh.sls").write_text(yaml.safe_dump({"bokeh": pillar}))
+    proc = subprocess.run(
+        [str(SALT_CALL), "--local", "-c", str(conf), "--out=json", "--retcode-passthrough", "state.show_sls", "bokeh"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    compiled = json.loads(proc.stdout)["local"]
+    assert isinstance(compiled, dict), compiled
+    return {
+        state_id: {fn: args for fn, args in body.items() if not fn.startswith("__")}
+        for state_id, body in compiled.items()
+    }
+
+
+def arg(state: dict, name: str):
+    [args] = state.values()
+    return next(a[name] for a in args if isinstance(a, dict) and name in a)
+
+
+def rendered_settings(states: dict, tmp_path: Path, **layout: bool) -> Layout:
+    """The settings file the formula writes, loaded by bokeh-stack and rendered (the apps from this checkout)."""
+    settings = yaml.safe_load(arg(states["bokeh-config-settings"], "contents"))
+    settings.update(apps_dir=str(SHIPPED_APPS), runtime_dir=str(tmp_path / "run"), log_dir="", secret_file="")
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    result = Layout(load(path, environ={}), **layout)
+    rendering.render_checked(result)
+    return result
+
+
+def test_single_host_default_pillar(tmp_path):
+    states = show_sls(tmp_path, {})
+    assert list(states) == [
+        "bokeh-package-installed", "bokeh-package-distro-nginx-stopped", "bokeh-user-group", "bokeh-user",
+        "bokeh-venv-source-bokeh_stack", "bokeh-venv-source-nginx", "bokeh-venv-source-supervisor",
+        "bokeh-venv-lock", "bokeh-venv-created", "bokeh-venv-dependencies", "bokeh-venv-package-path",
+        "bokeh-apps", "bokeh-config-directories", "bokeh-config-settings", "bokeh-config-secret",
+        "bokeh-config-applied", "bokeh-service-running",
+    ]  # fmt: skip
+    assert "nginx" in arg(states["bokeh-package-installed"], "pkgs")
+    apply = arg(states["bokeh-config-applied"], "name")
+    assert apply.endswith("apply --stateful --settings /etc/bokeh-stack/settings.yaml --role all --user bokeh --daemon")
+    layout = rendered_settings(states, tmp_path)
+    assert layout.settings.port == 80 and layout.settings.apps == tuple(sorted(p.name for p in SHIPPED_APPS.iterdir()))
+
+
+def test_multi_host_pillars(tmp_path):
+    balancer = show_sls(tmp_path / "b", {
+        "role": "balancer", "secret": "",
+        "settings": {"worker_hosts": ["10.0.0.11", "10.0.0.12"], "server_names": ["dashboards.example.org"]},
+    })  # fmt: skip
+    assert "bokeh-config-secret" not in balancer, "a balancer needs no secret"
+    assert "--role balancer" in arg(balancer["bokeh-config-applied"], "name")
+    layout = rendered_settings(balancer, tmp_path / "b", with_workers=False)
+    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    assert "server 10.0.0.11:5100 " in conf and "server 10.0.0.12:5101 " in conf
+
+    worker = show_sls(tmp_path / "w", {
+        "role": "worker", "secret": "x" * 48,
+        "settings": {"worker_address": "10.0.0.11", "server_names": ["dashboards.example.org"]},
+    })  # fmt: skip
+    assert "nginx" not in arg(worker["bokeh-package-installed"], "pkgs")
+    assert "bokeh-package-distro-nginx-stopped" not in worker
+    assert arg(worker["bokeh-config-secret"], "contents_pillar") == "bokeh:secret"
+    assert arg(worker["bokeh-config-secret"], "show_changes") is False
+    layout = rendered_settings(worker, tmp_path / "w", with_nginx=False)
+    args = (layout.args_dir / "bokeh_default.args").read_text().splitlines()
+    assert args[args.index("--address") + 1] == "10.0.0.11"
+    assert args[args.index("--allow-websocket-origin") + 1] == "dashboards.example.org:80"
+    supervisord = layout.supervisord_conf.read_text()
+    assert "[program:bokeh_default]" in supervisord and "[program:nginx]" not in supervisord
