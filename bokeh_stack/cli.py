@@ -1,4 +1,5 @@
-"""bokeh-stack: bring the stack up in the foreground, render its configs, check it, show its status."""
+"""bokeh-stack: bring the stack up in the foreground; render its configs; apply a change to a running stack
+without downtime; check the apps and configs; show each worker's status."""
 
 from __future__ import annotations
 
@@ -146,9 +147,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not applied.running:
         print(f"bokeh-stack: {len(applied.changed_files)} file(s) changed; no stack is running from {layout.run_dir}")
     if args.stateful:
-        comment = (
-            "; ".join(applied.actions) or f"{len(applied.changed_files)} file(s) changed" if changed else "up to date"
-        )
+        if not changed:
+            comment = "up to date"
+        else:
+            comment = "; ".join(applied.actions) or f"{len(applied.changed_files)} file(s) changed"
         print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(comment)}")
     return 0
 
