@@ -16,8 +16,8 @@ check: $(VENV)/.runtime
 
 test: $(VENV)/.test .venv-salt/.installed
 	@scripts/system-deps test
-	$(BIN)/ruff check bokeh_stack tests apps
-	$(BIN)/ruff format --check bokeh_stack tests apps
+	$(BIN)/ruff check bokeh_stack tests apps bench
+	$(BIN)/ruff format --check bokeh_stack tests apps bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: no processes, a few seconds.
@@ -25,8 +25,8 @@ test-fast: $(VENV)/.test
 	$(BIN)/python -m pytest -m "not stack and not docker and not salt" $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check bokeh_stack tests apps
-	$(BIN)/ruff format --check bokeh_stack tests apps
+	$(BIN)/ruff check bokeh_stack tests apps bench
+	$(BIN)/ruff format --check bokeh_stack tests apps bench
 
 $(VENV)/.runtime: requirements.lock pyproject.toml
 	@scripts/system-deps up
