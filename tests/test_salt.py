@@ -5,19 +5,32 @@ published on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
 
 from bokeh_stack.pageview import page_view
 
-from .stack import ROOT, TEST_APPS, free_ports, run, wait_for
+from .stack import (
+    ROOT,
+    TEST_APPS,
+    Execution,
+    executions_per_view,
+    free_ports,
+    page_views,
+    run,
+    stream_of_page_views,
+    wait_for,
+)
 
 pytestmark = pytest.mark.salt
 HOST_IMAGE = "bokeh-stack-salt-host:test"
@@ -47,6 +60,7 @@ class Host:
     engine: object
     name: str
     port: int
+    pillar_file: Path
 
     def salt(self, *args: str, timeout: float = 900) -> Applied:
         start = time.monotonic()
@@ -73,40 +87,46 @@ def host_image(engine):
     return HOST_IMAGE
 
 
-@pytest.fixture(scope="module")
-def host(engine, host_image, tmp_path_factory):
-    """A fresh host: the formula and repository mounted read-only, a masterless minion config, a pillar."""
-    tmp = tmp_path_factory.mktemp("salt")
-    port = free_ports(1)
-    conf, pillar, extra = tmp / "conf", tmp / "pillar", tmp / "extra"
-    conf.mkdir()
-    pillar.mkdir()
-    (extra / "apps").mkdir(parents=True)
+def start_host(engine, tmp: Path, pillar: dict, port: int | None = None, network: str | None = None) -> Host:
+    """A fresh host: the formula and repository mounted read-only, a masterless minion config, its pillar, and
+    the counter app (recording its executions in the host's /tmp/executions.txt) beside the shipped apps."""
+    conf, pillar_dir, extra = tmp / "conf", tmp / "pillar", tmp / "extra"
+    for directory in (conf, pillar_dir, extra / "apps"):
+        directory.mkdir(parents=True)
     shutil.copytree(TEST_APPS / "counter", extra / "apps" / "counter")
     (conf / "minion").write_text(
         yaml.safe_dump(
             {
                 "file_client": "local",
-                "id": "bokeh-host",
+                "id": tmp.name,
                 "file_roots": {"base": ["/srv/bokeh-stack/salt", "/srv/extra", "/srv/bokeh-stack"]},
                 "pillar_roots": {"base": ["/srv/pillar"]},
             }
         )
     )
-    (pillar / "top.sls").write_text("base:\n  '*':\n    - bokeh\n")
-    settings = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
-    (pillar / "bokeh.sls").write_text(yaml.safe_dump({"bokeh": {"settings": settings}}))
-    name = f"bokeh-salt-{uuid.uuid4().hex[:8]}"
+    (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - bokeh\n")
+    (pillar_dir / "bokeh.sls").write_text(yaml.safe_dump({"bokeh": pillar}))
+    name = f"bokeh-salt-{tmp.name}-{uuid.uuid4().hex[:8]}"
+    options = ["--network", network] if network else []
+    options += ["-p", f"127.0.0.1:{port}:80"] if port else []
     engine.docker(
-        "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:80",
+        "run", "-d", "--name", name, "--hostname", tmp.name, *options, "-e", "COUNTER_RECORD_FILE=/tmp/executions.txt",
         "-v", f"{ROOT}:/srv/bokeh-stack:ro", "-v", f"{extra}:/srv/extra:ro",
-        "-v", f"{conf}:/etc/salt-test:ro", "-v", f"{pillar}:/srv/pillar:ro",
-        host_image,
+        "-v", f"{conf}:/etc/salt-test:ro", "-v", f"{pillar_dir}:/srv/pillar:ro",
+        HOST_IMAGE,
     )  # fmt: skip
+    return Host(engine, name, port or 0, pillar_dir / "bokeh.sls")
+
+
+@pytest.fixture(scope="module")
+def host(engine, host_image, tmp_path_factory):
+    port = free_ports(1)
+    settings = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
+    host = start_host(engine, tmp_path_factory.mktemp("single"), {"settings": settings}, port=port)
     try:
-        yield Host(engine, name, port)
+        yield host
     finally:
-        engine.docker("rm", "-f", name, check=False)
+        engine.docker("rm", "-f", host.name, check=False)
 
 
 def test_apply_provisions_a_fresh_host(host):
@@ -151,3 +171,56 @@ def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
         line for line in listening.splitlines()[1:] if line.split()[3] == "0A" and ":13EC" in line.split()[1]
     ]
     assert worker_sockets and all(line.split()[1].startswith("0100007F:") for line in worker_sockets)
+
+
+def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_factory):
+    """One balancer and two worker hosts on a private network; page views through the balancer's published port."""
+    network = f"bokeh-salt-net-{uuid.uuid4().hex[:8]}"
+    engine.docker("network", "create", network)
+    hosts: list[Host] = []
+    try:
+        workers = [start_host(engine, tmp_path_factory.mktemp(f"worker{i}"), {}, network=network) for i in (1, 2)]
+        hosts += workers
+        addresses = [
+            engine.docker(
+                "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", w.name
+            ).stdout.strip()
+            for w in workers
+        ]
+        port = free_ports(1)
+        public = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
+        secret = secrets.token_urlsafe(48)  # made by the test, like a private pillar: never in git
+        for worker, address in zip(workers, addresses, strict=True):
+            pillar = {"role": "worker", "secret": secret, "settings": {**public, "worker_address": address}}
+            worker.pillar_file.write_text(yaml.safe_dump({"bokeh": pillar}))
+        balancer_pillar = {"role": "balancer", "settings": {**public, "worker_hosts": addresses}}
+        balancer = start_host(engine, tmp_path_factory.mktemp("balancer"), balancer_pillar, port=port, network=network)
+        hosts.append(balancer)
+
+        with ThreadPoolExecutor(3) as pool:
+            applied = list(pool.map(lambda h: h.salt("state.apply"), hosts))
+        print(f"\nmulti-host apply (3 hosts at once): {max(a.seconds for a in applied):.0f} s")
+        assert [a.failures for a in applied] == [[], [], []]
+        wait_for(lambda: http_status(balancer.url("/healthz")) == 200, 60, "the balancer's /healthz to say 200")
+
+        views = run(page_views([balancer.url("/counter")] * 40, concurrency=4))
+        records = []
+        for worker in workers:
+            text = engine.docker("exec", worker.name, "cat", "/tmp/executions.txt", check=False).stdout
+            records += [Execution(int(p), s, a, h) for p, s, a, h in (line.split() for line in text.splitlines())]
+        per_view, per_worker = executions_per_view(records, views)
+        print(f"multi-host: {per_view:.2f} executions per page view, sessions per worker {dict(per_worker)}")
+        assert per_view == 1.0
+        assert len({w.split(":")[0] for w in per_worker}) == 2, "sessions on both worker hosts"
+        assert len(per_worker) == 4, "on every worker of both hosts"
+
+        # A stopped host's address goes silent (no refusal): nginx waits proxy_connect_timeout (2 s) on each of
+        # its workers once per fail_timeout, then tries the other host. Slower, never failed.
+        engine.docker("kill", workers[0].name)
+        stream = run(stream_of_page_views(balancer.url("/counter"), 8.0))
+        print(f"one worker host stopped: {stream}")
+        assert stream.done >= 8 and stream.failures == [], f"{stream}: {stream.failures[:3]}"
+    finally:
+        for host in hosts:
+            engine.docker("rm", "-f", host.name, check=False)
+        engine.docker("network", "rm", network, check=False)
