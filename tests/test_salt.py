@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -224,3 +225,69 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         for host in hosts:
             engine.docker("rm", "-f", host.name, check=False)
         engine.docker("network", "rm", network, check=False)
+
+
+SSH_IMAGE = "bokeh-stack-ssh-host:test"
+
+
+def test_salt_ssh_from_a_workstation(engine, tmp_path):
+    """salt-ssh from this machine (the workstation) to a fresh Debian host with only python3 and sshd."""
+    salt_ssh = ROOT / ".venv-salt" / "bin" / "salt-ssh"
+    if not salt_ssh.exists():
+        pytest.fail("Salt is not installed: `make test` makes .venv-salt")
+    engine.docker("build", "-t", SSH_IMAGE, str(ROOT / "tests" / "ssh-host"), timeout=900)
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_port = free_ports(2)
+    http_port = ssh_port + 1
+    name = f"bokeh-ssh-{uuid.uuid4().hex[:8]}"
+    engine.docker(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{ssh_port}:22", "-p", f"127.0.0.1:{http_port}:80",
+        "-v", f"{key}.pub:/etc/ssh/test_authorized_keys:ro", SSH_IMAGE,
+    )  # fmt: skip
+    try:
+        conf, pillar = tmp_path / "conf", tmp_path / "pillar"
+        conf.mkdir()
+        pillar.mkdir()
+        (conf / "master").write_text(yaml.safe_dump({
+            "root_dir": str(tmp_path / "root"),
+            "file_roots": {"base": [str(ROOT / "salt"), str(ROOT)]},
+            "pillar_roots": {"base": [str(pillar)]},
+        }))  # fmt: skip
+        (conf / "roster").write_text(yaml.safe_dump({
+            "dashboards": {"host": "127.0.0.1", "port": ssh_port, "user": "root", "priv": str(key)},
+        }))  # fmt: skip
+        (pillar / "top.sls").write_text("base:\n  '*':\n    - bokeh\n")
+        settings = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{http_port}"], "workers": 2}
+        (pillar / "bokeh.sls").write_text(yaml.safe_dump({"bokeh": {"settings": settings}}))
+        wait_for(lambda: subprocess.run(["ssh-keyscan", "-p", str(ssh_port), "127.0.0.1"], capture_output=True).stdout,
+                 30, "sshd to answer")  # fmt: skip
+
+        def salt_ssh_apply(*args: str) -> Applied:
+            start = time.monotonic()
+            proc = subprocess.run(
+                [str(salt_ssh), "-c", str(conf), "--roster-file", str(conf / "roster"), "-i", "--out=json",
+                 "dashboards", "state.apply", *args],
+                capture_output=True, text=True, timeout=1200,
+            )  # fmt: skip
+            try:
+                states = json.loads(proc.stdout)["dashboards"]
+            except (ValueError, KeyError) as e:
+                raise AssertionError(
+                    f"salt-ssh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                ) from e
+            assert isinstance(states, dict), states
+            return Applied(time.monotonic() - start, states)
+
+        first = salt_ssh_apply()
+        print(f"\nsalt-ssh first apply: {first.seconds:.0f} s")
+        assert first.failures == []
+        url = f"http://127.0.0.1:{http_port}"
+        wait_for(lambda: http_status(f"{url}/healthz") == 200, 60, "the host's /healthz to say 200")
+        for app in SHIPPED:
+            assert run(page_view(f"{url}/{app}")).document.roots, app
+        again = salt_ssh_apply()
+        print(f"salt-ssh re-apply: {again.seconds:.0f} s")
+        assert again.failures == [] and again.changed == [], again.changed
+    finally:
+        engine.docker("rm", "-f", name, check=False)
