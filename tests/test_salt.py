@@ -111,7 +111,7 @@ def start_host(engine, tmp: Path, pillar: dict, port: int | None = None, network
     options = ["--network", network] if network else []
     options += ["-p", f"127.0.0.1:{port}:80"] if port else []
     engine.docker(
-        "run", "-d", "--name", name, "--hostname", tmp.name, *options, "-e", "COUNTER_RECORD_FILE=/tmp/executions.txt",
+        "run", "-d", "--init", "--name", name, "--hostname", tmp.name, *options, "-e", "COUNTER_RECORD_FILE=/tmp/executions.txt",
         "-v", f"{ROOT}:/srv/bokeh-stack:ro", "-v", f"{extra}:/srv/extra:ro",
         "-v", f"{conf}:/etc/salt-test:ro", "-v", f"{pillar_dir}:/srv/pillar:ro",
         HOST_IMAGE,
@@ -172,6 +172,32 @@ def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
         line for line in listening.splitlines()[1:] if line.split()[3] == "0A" and ":13EC" in line.split()[1]
     ]
     assert worker_sockets and all(line.split()[1].startswith("0100007F:") for line in worker_sockets)
+
+
+def test_a_pillar_change_restarts_workers_one_at_a_time(host):
+    pillar = yaml.safe_load(host.pillar_file.read_text())
+    pillar["bokeh"]["settings"]["session"] = {"keep_alive_ms": 20000}
+    host.pillar_file.write_text(yaml.safe_dump(pillar))
+    changed = host.salt("state.apply")
+    assert changed.failures == []
+    assert sorted(changed.changed) == ["bokeh-config-applied", "bokeh-config-settings"]
+    [applied] = [v for v in changed.states.values() if v["__id__"] == "bokeh-config-applied"]
+    comment = applied["comment"] + json.dumps(applied["changes"])
+    assert "reloaded nginx" in comment
+    assert comment.index("restarted bokeh_default_5100") < comment.index("restarted bokeh_default_5101")
+    assert run(page_view(host.url("/counter"))).document.roots
+    assert host.salt("state.apply").changed == []
+
+
+def test_clean_removes_what_the_formula_installed(host):
+    cleaned = host.salt("state.apply", "bokeh.clean")
+    assert cleaned.failures == []
+    paths = "/opt/bokeh-stack /etc/bokeh-stack /var/lib/bokeh-stack /var/log/bokeh-stack"
+    left = host.engine.docker("exec", host.name, "sh", "-c", f"ls -d {paths} 2>/dev/null; getent passwd bokeh; true")
+    assert left.stdout.strip() == ""
+    processes = host.engine.docker("exec", host.name, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
+    assert not {"supervisord", "bokeh_stack.worker", "nginx"} & set(processes.split()), processes
+    assert http_status(host.url("/healthz")) is None
 
 
 def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_factory):
