@@ -111,7 +111,8 @@ def start_host(engine, tmp: Path, pillar: dict, port: int | None = None, network
     options = ["--network", network] if network else []
     options += ["-p", f"127.0.0.1:{port}:80"] if port else []
     engine.docker(
-        "run", "-d", "--init", "--name", name, "--hostname", tmp.name, *options, "-e", "COUNTER_RECORD_FILE=/tmp/executions.txt",
+        "run", "-d", "--init", "--name", name, "--hostname", tmp.name, *options,
+        "-e", "COUNTER_RECORD_FILE=/tmp/executions.txt",
         "-v", f"{ROOT}:/srv/bokeh-stack:ro", "-v", f"{extra}:/srv/extra:ro",
         "-v", f"{conf}:/etc/salt-test:ro", "-v", f"{pillar_dir}:/srv/pillar:ro",
         HOST_IMAGE,
