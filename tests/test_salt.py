@@ -43,6 +43,18 @@ class Applied:
     seconds: float
     states: dict
 
+    @classmethod
+    def parse(cls, proc: subprocess.CompletedProcess, minion: str, start: float) -> Applied:
+        """The states of `minion` from salt's JSON output; a run that produced none fails with Salt's own words."""
+        try:
+            states = json.loads(proc.stdout)[minion]
+        except (ValueError, KeyError) as e:
+            raise AssertionError(
+                f"salt failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            ) from e
+        assert isinstance(states, dict), states
+        return cls(time.monotonic() - start, states)
+
     @property
     def failures(self) -> list[str]:
         return [f"{v['__id__']}: {v.get('comment')}" for v in self.states.values() if v["result"] is False]
@@ -69,14 +81,7 @@ class Host:
             "exec", self.name, "/opt/salt/bin/salt-call", "--local", "-c", "/etc/salt-test", "--out=json",
             "--retcode-passthrough", *args, check=False, timeout=timeout,
         )  # fmt: skip
-        try:
-            states = json.loads(proc.stdout)["local"]
-        except (ValueError, KeyError) as e:
-            raise AssertionError(
-                f"salt-call failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            ) from e
-        assert isinstance(states, dict), states
-        return Applied(time.monotonic() - start, states)
+        return Applied.parse(proc, "local", start)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -297,14 +302,7 @@ def test_salt_ssh_from_a_workstation(engine, tmp_path):
                  "dashboards", "state.apply", *args],
                 capture_output=True, text=True, timeout=1200,
             )  # fmt: skip
-            try:
-                states = json.loads(proc.stdout)["dashboards"]
-            except (ValueError, KeyError) as e:
-                raise AssertionError(
-                    f"salt-ssh failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-                ) from e
-            assert isinstance(states, dict), states
-            return Applied(time.monotonic() - start, states)
+            return Applied.parse(proc, "dashboards", start)
 
         first = salt_ssh_apply()
         print(f"\nsalt-ssh first apply: {first.seconds:.0f} s")
