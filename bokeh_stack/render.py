@@ -111,7 +111,7 @@ def app_info(apps_dir: Path, name: str) -> dict[str, Any]:
     return {"name": name, "title": title, "description": description, "static_dir": static if static.is_dir() else None}
 
 
-def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
+def context(layout: Layout) -> dict[str, Any]:
     s = layout.settings
     pools = [
         {
@@ -132,7 +132,7 @@ def context(layout: Layout, static_dir: Path | None = None) -> dict[str, Any]:
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
         "apps": [app_info(s.apps_dir, app) for app in s.apps],
         "listen": f"{_host(s.listen_address)}:{s.port}",
-        "static_dir": static_dir or bokeh_static_dir(),
+        "static_dir": bokeh_static_dir(),
         "favicon": bokeh_favicon(),
         "run_dir": layout.run_dir,
         "conf_dir": layout.conf_dir,
@@ -188,9 +188,9 @@ def in_dir(layout: Layout, directory: Path) -> Layout:
     return dataclasses.replace(layout, settings=settings)
 
 
-def outputs(layout: Layout, static_dir: Path | None = None) -> dict[Path, str]:
+def outputs(layout: Layout) -> dict[Path, str]:
     """Every file the layout's configs consist of, and what it must say."""
-    ctx = context(layout, static_dir)
+    ctx = context(layout)
     env = environment()
     files = {layout.run_dir / target: env.get_template(template).render(ctx) for template, target in FILES.items()}
     args = env.get_template("supervisor/worker.args.j2")
@@ -205,9 +205,9 @@ def pending(layout: Layout) -> list[Path]:
     return [path for path, text in outputs(layout).items() if not path.exists() or path.read_text() != text]
 
 
-def render(layout: Layout, static_dir: Path | None = None) -> list[Path]:
+def render(layout: Layout) -> list[Path]:
     """Write every config into the runtime dir; returns the files whose content changed."""
-    files = outputs(layout, static_dir)
+    files = outputs(layout)
     for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
         directory.mkdir(parents=True, exist_ok=True)
     return [path for path, text in files.items() if _write(path, text)]
