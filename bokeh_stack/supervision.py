@@ -14,6 +14,7 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from .render import Layout
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -52,32 +53,30 @@ def start_supervisord(layout: Layout, secret: str) -> subprocess.Popen:
     )
 
 
-def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> float | None:
-    """Seconds a worker takes to answer its cheap probe (its root page: no session), or None if it does not."""
-    start = time.perf_counter()
+def _get_status(address: str, port: int, path: str, timeout: float, headers: dict | None = None) -> int | None:
+    """The HTTP status of a GET, or None if nothing answers."""
     conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
-        conn.request("GET", f"{prefix}/")
-        ok = conn.getresponse().status == 200
-    except OSError:
-        return None
-    finally:
-        conn.close()
-    return time.perf_counter() - start if ok else None
-
-
-def healthz(settings, timeout: float = 5.0) -> int | None:
-    """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
-    s = settings
-    address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
-    conn = http.client.HTTPConnection(address, s.port, timeout=timeout)
-    try:
-        conn.request("GET", f"{s.prefix}/healthz", headers={"Host": f"{s.server_names[0]}:{s.port}"})
+        conn.request("GET", path, headers=headers or {})
         return conn.getresponse().status
     except OSError:
         return None
     finally:
         conn.close()
+
+
+def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> float | None:
+    """Seconds a worker takes to answer its cheap probe (its root page: no session), or None if it does not."""
+    start = time.perf_counter()
+    ok = _get_status(address, port, f"{prefix}/", timeout) == 200
+    return time.perf_counter() - start if ok else None
+
+
+def healthz(s: Settings, timeout: float = 5.0) -> int | None:
+    """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
+    address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
+    host = {"Host": f"{s.server_names[0]}:{s.port}"}
+    return _get_status(address, s.port, f"{s.prefix}/healthz", timeout, host)
 
 
 def workers(layout: Layout) -> list[Worker]:
