@@ -216,7 +216,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         if not _wait_ready(layout, proc, stop):
             return 1 if proc.poll() is not None or not stop.requested else 0
-        url = f"http://{settings.server_names[0]}:{settings.port}{settings.prefix}/"
+        scheme = "https" if settings.tls_on else "http"
+        url = f"{scheme}://{settings.server_names[0]}:{settings.public_port}{settings.prefix}/"
         print(f"bokeh-stack: ready at {url}  ({', '.join(settings.apps)}); Ctrl-C stops", flush=True)
         while not stop.requested and proc.poll() is None:
             time.sleep(0.2)
@@ -253,9 +254,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _check_ports_free(settings: Settings) -> None:
-    wanted = [(settings.listen_address, settings.port, "nginx")] + [
-        (settings.worker_address, port, "a worker") for port in settings.worker_ports
-    ]
+    wanted = [(settings.listen_address, settings.port, "nginx")]
+    if settings.tls_on:
+        wanted.append((settings.listen_address, settings.tls["port"], "nginx (TLS)"))
+    wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
     for address, port, user in wanted:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:

@@ -99,13 +99,16 @@ async def open_page(
     origin: str | None = None,
     timeout: float = 15.0,
     document_ready: bool = False,
+    ca_certs: str | None = None,
 ) -> PageView:
-    """Load a Bokeh app page and connect its session; the websocket stays open until PageView.close()."""
+    """Load a Bokeh app page and connect its session; the websocket stays open until PageView.close().
+    `ca_certs`: a CA bundle to check an https:// server's certificate with (default: the system's)."""
     jar = CookieJar() if jar is None else jar
     start = time.perf_counter()
     headers = {"Cookie": jar.header()} if jar.cookies else {}
     response = await AsyncHTTPClient().fetch(
-        HTTPRequest(url, headers=headers, follow_redirects=False, request_timeout=timeout), raise_error=False
+        HTTPRequest(url, headers=headers, follow_redirects=False, request_timeout=timeout, ca_certs=ca_certs),
+        raise_error=False,
     )
     if response.code != 200:
         raise PageViewError("GET", url, f"HTTP {response.code} {response.reason}")
@@ -123,7 +126,7 @@ async def open_page(
         await asyncio.sleep(delay)
         try:
             ws, receiver, document = await _connect_and_pull(
-                url, token, ws_headers, max(deadline - time.monotonic(), 1)
+                url, token, ws_headers, max(deadline - time.monotonic(), 1), ca_certs
             )
             break
         except PageViewError as e:
@@ -138,9 +141,11 @@ async def open_page(
 
 
 async def _connect_and_pull(
-    url: str, token: str, headers: dict[str, str], timeout: float
+    url: str, token: str, headers: dict[str, str], timeout: float, ca_certs: str | None = None
 ) -> tuple[WebSocketClientConnection, Receiver, Document]:
-    request = HTTPRequest(websocket_url(url), headers=headers, connect_timeout=timeout, request_timeout=timeout)
+    request = HTTPRequest(
+        websocket_url(url), headers=headers, connect_timeout=timeout, request_timeout=timeout, ca_certs=ca_certs
+    )
     try:
         ws = await websocket_connect(request, subprotocols=["bokeh", token])
     except HTTPClientError as e:

@@ -80,7 +80,7 @@ def rolling_restart(layout: Layout, pool: Pool, act: Callable[[str], None]) -> N
     for port in pool.ports:
         name = f"{pool.program}:{pool.program}_{port}"
         sup.stopProcess(name)
-        sup.startProcess(name)
+        sup.startProcess(name, False)  # not waiting for RUNNING (startsecs): the probe says when it serves
         deadline = time.monotonic() + READY_TIMEOUT_S
         while supervision.probe(s.worker_address, port, s.prefix) is None:
             if time.monotonic() > deadline:

@@ -37,6 +37,9 @@ _POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 # Characters that would need escaping in nginx or supervisord configs; refused in paths.
 _UNSAFE_PATH_CHARS = set("\"'`\\$%{};\n\r\t")
+_FRAME_ANCESTORS = re.compile(r"^[A-Za-z0-9'*:/._ -]+$")
+# Numeric settings where 0 means "off"; every other number in a group must be positive.
+ZERO_MEANS_OFF = {"nginx.page_rate_per_s", "tls.hsts_max_age_s", "watchdog.timeout_s"}
 
 
 class SettingsError(ValueError):
@@ -87,6 +90,19 @@ class Settings:
     log_dir: Path
     log_to_stdout: bool
     secret_file: Path
+    frame_ancestors: str
+    tls: Mapping[str, Any]
+    watchdog: Mapping[str, int]
+    worker_fixes: bool
+
+    @property
+    def tls_on(self) -> bool:
+        return bool(self.tls["certificate"])
+
+    @property
+    def public_port(self) -> int:
+        """The port browsers load the apps from: HTTPS's when TLS is on."""
+        return self.tls["port"] if self.tls_on else self.port
 
     @property
     def apps(self) -> tuple[str, ...]:
@@ -263,22 +279,32 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
             problems.append(f"public_origins: {origin!r} is not host[:port]")
     if not _PREFIX.match(raw["prefix"]):
         problems.append(f"prefix must be empty or a path like /dashboards (no trailing slash), got {raw['prefix']!r}")
-    for group in ("session", "nginx"):
+    for group in ("session", "nginx", "watchdog"):
         for key, value in raw[group].items():
-            if value < 1:
+            if f"{group}.{key}" in ZERO_MEANS_OFF and value < 0:
+                problems.append(f"{group}.{key} must be 0 (off) or positive, got {value}")
+            elif f"{group}.{key}" not in ZERO_MEANS_OFF and value < 1:
                 problems.append(f"{group}.{key} must be positive, got {value}")
+    if not _FRAME_ANCESTORS.match(raw["frame_ancestors"]):
+        problems.append(
+            f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"
+        )
+    _check_tls(raw["tls"], raw["port"], problems)
     for key in ("stats_log_ms", "mem_log_ms"):
         if raw[key] < 0:
             problems.append(f"{key} must be 0 (off) or positive, got {raw[key]}")
 
     apps = _check_apps(paths["apps_dir"], problems)
     pools = _build_pools(raw, apps, problems)
-    _check_port_clashes(raw["port"], pools, problems)
+    nginx_ports = {raw["port"]: "nginx (port)"}
+    if raw["tls"]["certificate"]:
+        nginx_ports.setdefault(raw["tls"]["port"], "nginx (tls.port)")
+    _check_port_clashes(nginx_ports, pools, problems)
     if problems:
         raise SettingsError(problems)
 
-    port = raw["port"]
-    origins = raw["public_origins"] or [f"{name}:{port}" for name in raw["server_names"] if name != "*"]
+    port = raw["tls"]["port"] if raw["tls"]["certificate"] else raw["port"]
+    origins = raw["public_origins"] or [_origin(name, port) for name in raw["server_names"] if name != "*"]
     return Settings(
         apps_dir=paths["apps_dir"],
         runtime_dir=runtime_dir,
@@ -299,7 +325,32 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
         log_dir=log_dir,
         log_to_stdout=raw["log_to_stdout"],
         secret_file=secret_file,
+        frame_ancestors=raw["frame_ancestors"],
+        tls=dict(raw["tls"]),
+        watchdog=dict(raw["watchdog"]),
+        worker_fixes=raw["worker_fixes"],
     )
+
+
+def _origin(host: str, port: int) -> str:
+    # Bokeh reads an Origin without a port (https://host on 443 too) as host:80, and so does its allowlist.
+    return host if port in (80, 443) else f"{host}:{port}"
+
+
+def _check_tls(tls: Mapping[str, Any], port: int, problems: list[str]) -> None:
+    files = {key: tls[key] for key in ("certificate", "key")}
+    if any(files.values()) and not all(files.values()):
+        problems.append("tls.certificate and tls.key go together: set both (HTTPS on) or neither (off)")
+    for key, value in files.items():
+        if not value:
+            continue
+        if not value.startswith("/") or set(value) & _UNSAFE_PATH_CHARS:
+            problems.append(f"tls.{key} must be an absolute path without quotes or $, got {value!r}")
+        elif not os.access(value, os.R_OK):
+            problems.append(f"tls.{key}: {value} does not exist or is not readable")
+    _check_port(tls["port"], "tls.port", problems)
+    if all(files.values()) and tls["port"] == port:
+        problems.append(f"tls.port and port must differ (port redirects to HTTPS), both are {port}")
 
 
 def _type_name(kind: type) -> str:
@@ -405,8 +456,7 @@ def _build_pools(raw: Mapping[str, Any], apps: list[str], problems: list[str]) -
     return pools
 
 
-def _check_port_clashes(port: int, pools: list[Pool], problems: list[str]) -> None:
-    owner: dict[int, str] = {port: "nginx (port)"}
+def _check_port_clashes(owner: dict[int, str], pools: list[Pool], problems: list[str]) -> None:
     for pool in pools:
         if pool.ports.stop - 1 > 65535:
             problems.append(f"pool {pool.name}: ports {pool.ports.start}-{pool.ports.stop - 1} run past 65535")

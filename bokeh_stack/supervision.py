@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -53,9 +54,15 @@ def start_supervisord(layout: Layout, secret: str) -> subprocess.Popen:
     )
 
 
-def _get_status(address: str, port: int, path: str, timeout: float, headers: dict | None = None) -> int | None:
-    """The HTTP status of a GET, or None if nothing answers."""
-    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+def _get_status(
+    address: str, port: int, path: str, timeout: float, headers: dict | None = None, tls: bool = False
+) -> int | None:
+    """The HTTP status of a GET, or None if nothing answers. Over TLS the certificate is not checked: this asks a
+    local nginx whether it serves, by address, not by the name its certificate is for."""
+    if tls:
+        conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.request("GET", path, headers=headers or {})
         return conn.getresponse().status
@@ -75,8 +82,8 @@ def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> fl
 def healthz(s: Settings, timeout: float = 5.0) -> int | None:
     """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
     address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
-    host = {"Host": f"{s.server_names[0]}:{s.port}"}
-    return _get_status(address, s.port, f"{s.prefix}/healthz", timeout, host)
+    host = {"Host": f"{s.server_names[0]}:{s.public_port}"}
+    return _get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
 
 
 def workers(layout: Layout) -> list[Worker]:
@@ -89,7 +96,7 @@ def workers(layout: Layout) -> list[Worker]:
         if pool is None:
             continue
         port = int(info["name"].rsplit("_", 1)[1])
-        running = info["statename"] == "RUNNING"
+        running = info["statename"] in ("STARTING", "RUNNING")  # STARTING: up for less than startsecs
         seconds = probe(s.worker_address, port, s.prefix) if running else None
         found.append(
             Worker(

@@ -139,8 +139,16 @@ def start_stack(tmp_path: Path, apps_dir: Path, ready: bool = True, **settings: 
     """`bokeh-stack up` on free loopback ports, waited on until it says it is ready."""
     workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
     first = free_ports(workers + 1)
-    values = {"apps_dir": str(apps_dir), "runtime_dir": str(tmp_path / "run"), "port": first, "base_port": first + 1}
+    values = {
+        "apps_dir": str(apps_dir),
+        "runtime_dir": str(tmp_path / "run"),
+        "listen_address": "127.0.0.1",
+        "port": first,
+        "base_port": first + 1,
+    }
     values.update(settings)
+    # Tests drive many page views from one address: no per-client page rate unless a test sets one.
+    values["nginx"] = {"page_rate_per_s": 0, **settings.get("nginx", {})}
     settings_file = tmp_path / "bokeh-stack.yaml"
     settings_file.write_text(yaml.safe_dump(values))
     output, record = tmp_path / "up.log", tmp_path / "executions.txt"
@@ -192,21 +200,21 @@ class Stream:
         return f"{self.done} page views, {len(self.failures)} failed, {self.reconnects} reconnected"
 
 
-async def stream_of_page_views(url: str, seconds: float, concurrency: int = 4) -> Stream:
+async def stream_of_page_views(url: str, seconds: float, concurrency: int = 4, **kwargs: Any) -> Stream:
     """First-visit page views, `concurrency` at a time, for `seconds`."""
     stream = Stream()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        results = await asyncio.gather(*(page_view(url) for _ in range(concurrency)), return_exceptions=True)
+        results = await asyncio.gather(*(page_view(url, **kwargs) for _ in range(concurrency)), return_exceptions=True)
         stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
         stream.reconnects += sum(r.reconnects for r in results if not isinstance(r, BaseException))
         stream.done += len(results)
     return stream
 
 
-async def during_page_views(url: str, seconds: float, action: Callable[[], Any], after: float = 1.0):
+async def during_page_views(url: str, seconds: float, action: Callable[[], Any], after: float = 1.0, **kwargs: Any):
     """Run `action` `after` seconds into a stream of page views; returns the Stream and action's result."""
-    load = asyncio.create_task(stream_of_page_views(url, seconds))
+    load = asyncio.create_task(stream_of_page_views(url, seconds, **kwargs))
     await asyncio.sleep(after)
     result = action()
     return await load, result

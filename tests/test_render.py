@@ -76,15 +76,20 @@ def test_roles_balancer_and_worker(tmp_path):
     worker_host = dataclasses.replace(layout, with_nginx=False, worker_user="nobody")
     rendering.render_checked(worker_host)
     programs = supervisord_programs(worker_host)
-    assert set(programs) == {"bokeh_default"}
+    assert set(programs) == {"bokeh_default", "bokeh_default_watchdog"}
     assert "\nuser=nobody\n" in worker_host.supervisord_conf.read_text()
 
 
 def test_supervisord_runs_one_process_per_worker_port(tmp_path):
     layout = rendered(tmp_path, workers=3, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
     programs = supervisord_programs(layout)
-    assert set(programs) == {"bokeh_default", "bokeh_heavy", "nginx"}
+    assert set(programs) == {"bokeh_default", "bokeh_heavy", "nginx", "bokeh_default_watchdog", "bokeh_heavy_watchdog"}
     for pool in layout.settings.pools:
+        # Each worker has its own watchdog, probing that worker's port and restarting only that worker.
+        for watchdog, port in zip(programs[f"{pool.program}_watchdog"], pool.ports, strict=True):
+            command = watchdog.command.split()
+            assert command[command.index("-p") + 1] == f"{pool.program}_{port}"
+            assert command[-1] == f"http://127.0.0.1:{port}/"
         processes = programs[pool.program]
         assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
         for process, port in zip(processes, pool.ports, strict=True):
