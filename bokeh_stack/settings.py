@@ -303,8 +303,9 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
     if problems:
         raise SettingsError(problems)
 
-    port = raw["tls"]["port"] if raw["tls"]["certificate"] else raw["port"]
-    origins = raw["public_origins"] or [_origin(name, port) for name in raw["server_names"] if name != "*"]
+    port = raw["port"]
+    public_port = raw["tls"]["port"] if raw["tls"]["certificate"] else port
+    origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
     return Settings(
         apps_dir=paths["apps_dir"],
         runtime_dir=runtime_dir,

@@ -164,6 +164,32 @@ def test_a_killed_worker_process_comes_back_with_no_failed_page_view(stack):
     wait_for(restarted, 30, "supervisord to restart the killed worker", interval=0.5)
 
 
+def test_reload_inside_a_worker_container_fails_no_page_view(stack):
+    """`docker compose exec workers bokeh-stack reload --role worker`: that container's workers restart one at a
+    time, each closing its websockets cleanly, while nginx (in its own container) sends page views elsewhere."""
+    container = stack.containers("workers")[0]
+    conf = "/run/bokeh-stack/supervisord.conf"
+
+    def pids() -> str:
+        return stack.exec(container, "supervisorctl", "-c", conf, "pid", "all").stdout
+
+    before = pids()
+
+    def start_reload() -> subprocess.Popen:  # in the background: the page views go on meanwhile
+        command = ["docker", "exec", container, "bokeh-stack", "reload", "--role", "worker"]
+        return subprocess.Popen(
+            command, env=stack.engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    stream, reload = run(during_page_views(stack.url("/counter"), 12.0, start_reload))
+    output, _ = reload.communicate(timeout=120)
+    print(f"\nreload inside a worker container under load: {stream}")
+    assert reload.returncode == 0, output
+    assert "restarted bokeh_default_5100" in output and "restarted bokeh_default_5101" in output
+    assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
+    assert pids() != before
+
+
 def test_down_leaves_nothing_running(stack):
     stack.compose("down", "--volumes", "--remove-orphans")
     label = f"label=com.docker.compose.project={stack.project}"
