@@ -114,7 +114,7 @@ def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
     conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
     upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))
     assert "hash $bokeh_affinity;" in upstreams["bokeh_default"]
-    assert re.findall(r"server (\S+) max_fails=1", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
+    assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
     routes = re.findall(r"location ~ \^/\(\?:([^)]*)\)(/ws\$|\S*) \{\n\s+proxy_pass http://(\w+);", conf)
     assert ("streaming", "/ws$", "bokeh_heavy") in routes
     assert ("cosine|lifecycle|press_me|random_walk", "/ws$", "bokeh_default") in routes
