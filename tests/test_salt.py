@@ -247,8 +247,8 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         assert len({w.split(":")[0] for w in per_worker}) == 2, "sessions on both worker hosts"
         assert len(per_worker) == 4, "on every worker of both hosts"
 
-        # A stopped host's address goes silent (no refusal): nginx waits proxy_connect_timeout (2 s) on each of
-        # its workers once per fail_timeout, then tries the other host. Slower, never failed.
+        # A stopped host's address goes silent (no refusal): a request nginx sends to one of its workers waits
+        # proxy_connect_timeout (1 s), then goes to the next worker. Slower, never failed.
         engine.docker("kill", workers[0].name)
         stream = run(stream_of_page_views(balancer.url("/counter"), 8.0))
         print(f"one worker host stopped: {stream}")
