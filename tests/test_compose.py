@@ -165,8 +165,9 @@ def test_a_killed_worker_process_comes_back_with_no_failed_page_view(stack):
 
 
 def test_reload_inside_a_worker_container_fails_no_page_view(stack):
-    """`docker compose exec workers bokeh-stack reload --role worker`: that container's workers restart one at a
-    time, each closing its websockets cleanly, while nginx (in its own container) sends page views elsewhere."""
+    """`docker compose exec workers python -m bokeh_stack reload --role worker`: that container's workers restart
+    one at a time, each closing its websockets cleanly, while nginx (in its own container) sends page views
+    elsewhere."""
     container = stack.containers("workers")[0]
     conf = "/run/bokeh-stack/supervisord.conf"
 
@@ -176,7 +177,7 @@ def test_reload_inside_a_worker_container_fails_no_page_view(stack):
     before = pids()
 
     def start_reload() -> subprocess.Popen:  # in the background: the page views go on meanwhile
-        command = ["docker", "exec", container, "bokeh-stack", "reload", "--role", "worker"]
+        command = ["docker", "exec", container, "python", "-m", "bokeh_stack", "reload", "--role", "worker"]
         return subprocess.Popen(
             command, env=stack.engine.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

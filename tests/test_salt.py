@@ -166,13 +166,14 @@ def test_apply_again_changes_nothing(host):
 
 
 def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
-    ps = host.engine.docker(
-        "exec", host.name, "sh", "-c", "cat /proc/[0-9]*/status 2>/dev/null | grep -E '^(Name|Uid)'"
-    )
-    names_uids = ps.stdout.split("Name:")[1:]
-    workers = [entry for entry in names_uids if entry.split()[0] == "python" and "Uid" in entry]
+    # Every process's command line and real uid (a slim image has no ps).
+    script = 'for p in /proc/[0-9]*; do echo "$(tr "\\0" " " < $p/cmdline)|$(grep ^Uid: $p/status)"; done 2>/dev/null'
+    processes = [
+        line.split("|") for line in host.engine.docker("exec", host.name, "sh", "-c", script).stdout.splitlines()
+    ]
     uid = host.engine.docker("exec", host.name, "id", "-u", "bokeh").stdout.strip()
-    assert workers and all(entry.split("Uid:")[1].split()[0] == uid for entry in workers if "supervisord" not in entry)
+    workers = [status.split()[1] for command, status in processes if "bokeh_stack.worker" in command]
+    assert len(workers) == 2 and set(workers) == {uid}, processes
     listening = host.engine.docker("exec", host.name, "cat", "/proc/net/tcp").stdout
     worker_sockets = [
         line for line in listening.splitlines()[1:] if line.split()[3] == "0A" and ":13EC" in line.split()[1]

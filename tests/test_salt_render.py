@@ -100,6 +100,7 @@ def test_multi_host_pillars(tmp_path):
     layout = rendered_settings(worker, tmp_path / "w", with_nginx=False)
     args = (layout.args_dir / "bokeh_default.args").read_text().splitlines()
     assert args[args.index("--address") + 1] == "10.0.0.11"
-    assert args[args.index("--allow-websocket-origin") + 1] == "dashboards.example.org:80"
+    # Bokeh reads a missing port as :80, on both sides: https://host (443) must be listed without one.
+    assert args[args.index("--allow-websocket-origin") + 1] == "dashboards.example.org"
     supervisord = layout.supervisord_conf.read_text()
     assert "[program:bokeh_default]" in supervisord and "[program:nginx]" not in supervisord
