@@ -168,9 +168,8 @@ def test_apply_again_changes_nothing(host):
 def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
     # Every process's command line and real uid (a slim image has no ps).
     script = 'for p in /proc/[0-9]*; do echo "$(tr "\\0" " " < $p/cmdline)|$(grep ^Uid: $p/status)"; done 2>/dev/null'
-    processes = [
-        line.split("|") for line in host.engine.docker("exec", host.name, "sh", "-c", script).stdout.splitlines()
-    ]
+    output = host.engine.docker("exec", host.name, "sh", "-c", script).stdout
+    processes = [line.rsplit("|", 1) for line in output.splitlines() if "|Uid:" in line]
     uid = host.engine.docker("exec", host.name, "id", "-u", "bokeh").stdout.strip()
     workers = [status.split()[1] for command, status in processes if "bokeh_stack.worker" in command]
     assert len(workers) == 2 and set(workers) == {uid}, processes
