@@ -55,7 +55,6 @@ class CoalescedCollector:
     def __init__(self, delay_s: float = GC_DELAY_S) -> None:
         self.delay_s = delay_s
         self.pending = False
-        self.collections = 0
 
     def collect(self, generation: int = 2) -> int:
         if not self.pending:
@@ -65,7 +64,6 @@ class CoalescedCollector:
 
     def _collect(self) -> None:
         self.pending = False
-        self.collections += 1
         gc.collect()
         _release_free_memory()
 
@@ -81,15 +79,14 @@ def _release_free_memory() -> None:
         pass
 
 
-def coalesced_gc() -> CoalescedCollector:
+def coalesced_gc() -> None:
     """Replace Bokeh's per-session collections (Document.destroy) with one per batch of discards, and leave what
     was imported before the worker started serving out of every collection (gc.freeze), so that each collection
     only walks the objects of live sessions."""
     import bokeh.document.document as document_module
     from bokeh.server.server import Server
 
-    collector = CoalescedCollector()
-    document_module.gc = collector
+    document_module.gc = CoalescedCollector()
 
     run_until_shutdown = Server.run_until_shutdown
 
@@ -99,7 +96,6 @@ def coalesced_gc() -> CoalescedCollector:
         return run_until_shutdown(self)
 
     Server.run_until_shutdown = freeze_then_run
-    return collector
 
 
 def module_cleanup_without_referrer_scan() -> None:
@@ -128,7 +124,7 @@ def drain_on_sigterm() -> None:
     Bokeh's own SIGTERM handler stops the event loop wherever it is: a websocket can be cut between the frames of
     one Bokeh message, and BokehJS keeps the half message across its reconnect and the tab freezes for good. Here
     each websocket is closed (code 1001) only once it holds its write lock, so never mid-message; BokehJS then
-    reconnects at once, and nginx sends it to another worker, which refuses nothing.
+    reconnects at once, and nginx, refused by this worker, sends it to another one.
     """
     from bokeh.server.server import Server
 
