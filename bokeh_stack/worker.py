@@ -57,9 +57,13 @@ class CoalescedCollector:
         self.pending = False
 
     def collect(self, generation: int = 2) -> int:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving (shutting down): collect now, as Bokeh would
+            return gc.collect(generation)
         if not self.pending:
             self.pending = True
-            asyncio.get_running_loop().call_later(self.delay_s, self._collect)
+            loop.call_later(self.delay_s, self._collect)
         return 0
 
     def _collect(self) -> None:

@@ -36,3 +36,27 @@ def test_websocket_frames_are_sent_without_nagle_delay():
         server.stop()
         server.unlisten()
     assert flags and all(flags), "the worker's websocket socket lacks TCP_NODELAY"
+
+
+def test_discarded_sessions_share_one_deferred_collection():
+    import asyncio
+    import gc
+
+    collector = worker.CoalescedCollector(delay_s=0.05)
+    assert collector.collect() > -1  # outside an event loop: an immediate, ordinary collection
+
+    async def discard_a_batch() -> tuple[int, int]:
+        before = gc.get_stats()[2]["collections"]
+        for _ in range(50):
+            collector.collect()  # what Document.destroy calls, once per discarded session
+        during = gc.get_stats()[2]["collections"] - before
+        await asyncio.sleep(0.2)
+        return during, gc.get_stats()[2]["collections"] - before
+
+    gc.disable()  # only the collections asked for are counted
+    try:
+        during, after = asyncio.run(discard_a_batch())
+    finally:
+        gc.enable()
+    assert during == 0, "a collection ran inside the batch"
+    assert after == 1, f"{after} full collections for one batch of 50 discards"
