@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from pathlib import Path
 
 ENV_VAR = "BOKEH_SECRET_KEY"
@@ -24,17 +25,25 @@ def ensure_secret(path: Path, environ: dict[str, str] | None = None) -> str:
     if key:
         return _checked(key, f"${ENV_VAR}")
     if path.exists():
-        return _checked(path.read_text().strip(), str(path))
+        return _checked(_written_by_the_other(path), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     # O_EXCL: two first runs at once must not each write their own key.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return _checked(path.read_text().strip(), str(path))
+        return _checked(_written_by_the_other(path), str(path))
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     return key
+
+
+def _written_by_the_other(path: Path, timeout_s: float = 5.0) -> str:
+    """The key in the file; if it is empty, another first start may have just created it: wait for its key."""
+    deadline = time.monotonic() + timeout_s
+    while not (text := path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return text
 
 
 def _checked(key: str, source: str) -> str:

@@ -80,7 +80,7 @@ def test_status_then_sigterm_stops_everything(stacks, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["WORKER", "POOL", "STATE", "PID", "PORT", "UPTIME", "PROBE"]
     workers = [line.split() for line in lines[2:]]
-    # STARTING until a worker has run for startsecs (10 s), though it answers its probe long before.
+    # STARTING until a worker has run for startsecs (30 s), though it answers its probe long before.
     assert [(w[0], w[4]) for w in workers] == [(f"bokeh_default_{p}", str(p)) for p in stack.settings.worker_ports]
     assert all(w[2] in ("STARTING", "RUNNING") for w in workers)
     assert all(w[-1] == "ms" for w in workers)

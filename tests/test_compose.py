@@ -44,10 +44,12 @@ class ComposeStack:
 
     def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
         files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests" / "compose.counter.yml")]
-        return subprocess.run(
+        result = subprocess.run(
             ["docker-compose", "-p", self.project, *files, *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True,
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
+        assert result.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        return result
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -83,7 +85,15 @@ def stack(engine, tmp_path_factory):
         stack.compose("build")
         stack.timings["build_s"] = time.monotonic() - start
         start = time.monotonic()
-        stack.compose("up", "-d", "--scale", "workers=2")
+        try:
+            stack.compose("up", "-d", "--scale", "workers=2")
+        except AssertionError:
+            for service in ("workers", "nginx"):
+                for container in stack.containers(service):
+                    health = json.loads(engine.docker("inspect", container).stdout)[0]["State"].get("Health")
+                    print(service, container, json.dumps(health, indent=1)[-1500:])
+                print(engine.docker("logs", "--tail", "30", stack.containers(service)[0], check=False).stderr)
+            raise
         wait_for(lambda: stack.containers("nginx") and stack.health(stack.containers("nginx")[0]) == "healthy",
                  120, "the nginx container to be healthy")  # fmt: skip
         stack.timings["up_to_healthy_s"] = time.monotonic() - start
@@ -92,8 +102,8 @@ def stack(engine, tmp_path_factory):
     finally:
         try:
             stack.compose("down", "--volumes", "--remove-orphans")
-        except subprocess.CalledProcessError as e:
-            print(e.stderr)
+        except AssertionError as e:
+            print(e)
 
 
 def test_every_app_serves_through_the_published_port(stack):
