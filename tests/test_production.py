@@ -137,7 +137,8 @@ def test_the_worker_fixes_keep_page_view_throughput(stacks, tmp_path):
 
 
 def test_a_hung_worker_is_restarted_by_the_watchdog(stacks, tmp_path):
-    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=2)
+    # The watchdog leaves a worker alone for start_grace_s after it starts: shorter here, the stack is brand new.
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=2, watchdog={"start_grace_s": 5})
     victim = stack.workers()[0]
     os.kill(victim.pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
