@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from .settings import Settings
+from .settings import Settings, local_address
 
 TEMPLATES_ROOT = Path(os.environ.get("BOKEH_STACK_TEMPLATES", Path(__file__).resolve().parent.parent))
 
@@ -132,7 +132,7 @@ def context(layout: Layout) -> dict[str, Any]:
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
         "apps": [app_info(s.apps_dir, app) for app in s.apps],
         "listen": f"{_host(s.listen_address)}:{s.port}",
-        "probe_address": "127.0.0.1" if s.worker_address in ("0.0.0.0", "::") else _host(s.worker_address),
+        "probe_address": _host(local_address(s.worker_address)),
         "tls_listen": f"{_host(s.listen_address)}:{s.tls['port']}",
         "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
         "static_dir": bokeh_static_dir(),

@@ -281,10 +281,10 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
         problems.append(f"prefix must be empty or a path like /dashboards (no trailing slash), got {raw['prefix']!r}")
     for group in ("session", "nginx", "watchdog"):
         for key, value in raw[group].items():
-            if f"{group}.{key}" in ZERO_MEANS_OFF and value < 0:
-                problems.append(f"{group}.{key} must be 0 (off) or positive, got {value}")
-            elif f"{group}.{key}" not in ZERO_MEANS_OFF and value < 1:
-                problems.append(f"{group}.{key} must be positive, got {value}")
+            dotted = f"{group}.{key}"
+            if value < (0 if dotted in ZERO_MEANS_OFF else 1):
+                wanted = "0 (off) or positive" if dotted in ZERO_MEANS_OFF else "positive"
+                problems.append(f"{dotted} must be {wanted}, got {value}")
     if not _FRAME_ANCESTORS.match(raw["frame_ancestors"]):
         problems.append(
             f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"
@@ -296,15 +296,16 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
 
     apps = _check_apps(paths["apps_dir"], problems)
     pools = _build_pools(raw, apps, problems)
+    tls_on = bool(raw["tls"]["certificate"])
     nginx_ports = {raw["port"]: "nginx (port)"}
-    if raw["tls"]["certificate"]:
+    if tls_on:
         nginx_ports.setdefault(raw["tls"]["port"], "nginx (tls.port)")
     _check_port_clashes(nginx_ports, pools, problems)
     if problems:
         raise SettingsError(problems)
 
     port = raw["port"]
-    public_port = raw["tls"]["port"] if raw["tls"]["certificate"] else port
+    public_port = raw["tls"]["port"] if tls_on else port
     origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
     return Settings(
         apps_dir=paths["apps_dir"],
@@ -331,6 +332,11 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
         watchdog=dict(raw["watchdog"]),
         worker_fixes=raw["worker_fixes"],
     )
+
+
+def local_address(address: str) -> str:
+    """Where this host reaches a service bound to `address` (a wildcard bind: on loopback)."""
+    return "127.0.0.1" if address in ("0.0.0.0", "::") else address
 
 
 def _origin(host: str, port: int) -> str:

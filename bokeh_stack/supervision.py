@@ -15,7 +15,7 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from .render import Layout
-from .settings import Settings
+from .settings import Settings, local_address
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> fl
 
 def healthz(s: Settings, timeout: float = 5.0) -> int | None:
     """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
-    address = "127.0.0.1" if s.listen_address in ("0.0.0.0", "::") else s.listen_address
+    address = local_address(s.listen_address)
     host = {"Host": f"{s.server_names[0]}:{s.public_port}"}
     return _get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
 
