@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from . import static_files
 from .settings import Settings, local_address
 
 TEMPLATES_ROOT = Path(os.environ.get("BOKEH_STACK_TEMPLATES", Path(__file__).resolve().parent.parent))
@@ -59,6 +60,12 @@ class Layout:
     @property
     def html_dir(self) -> Path:
         return self.run_dir / "html"
+
+    @property
+    def static_tree(self) -> Path:
+        from bokeh import __version__
+
+        return static_files.tree_for(self.run_dir, __version__)
 
     @property
     def supervisord_conf(self) -> Path:
@@ -135,7 +142,7 @@ def context(layout: Layout) -> dict[str, Any]:
         "probe_address": _host(local_address(s.worker_address)),
         "tls_listen": f"{_host(s.listen_address)}:{s.tls['port']}",
         "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
-        "static_dir": bokeh_static_dir(),
+        "static_dir": layout.static_tree,
         "favicon": bokeh_favicon(),
         "run_dir": layout.run_dir,
         "conf_dir": layout.conf_dir,
@@ -208,11 +215,14 @@ def pending(layout: Layout) -> list[Path]:
     return [path for path, text in outputs(layout).items() if not path.exists() or path.read_text() != text]
 
 
-def render(layout: Layout) -> list[Path]:
-    """Write every config into the runtime dir; returns the files whose content changed."""
+def render(layout: Layout, static: bool = True) -> list[Path]:
+    """Write every config into the runtime dir, and the static tree nginx serves (unless `static` is False);
+    returns the files whose content changed."""
     files = outputs(layout)
     for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
         directory.mkdir(parents=True, exist_ok=True)
+    if layout.with_nginx and static:
+        static_files.build(bokeh_static_dir(), layout.static_tree)
     return [path for path, text in files.items() if _write(path, text)]
 
 
@@ -221,7 +231,7 @@ def render_checked(layout: Layout) -> list[Path]:
     if layout.with_nginx:
         with tempfile.TemporaryDirectory(prefix="bokeh-stack-candidate-") as tmp:
             candidate = in_dir(layout, Path(tmp))
-            render(candidate)
+            render(candidate, static=False)  # nginx -t does not open the files a location serves
             nginx_test(candidate)
     return render(layout)
 

@@ -1,12 +1,16 @@
 """Lifecycle.
 
 Sliders set the update period and the number of points of a random line. Each session's update callback
-starts when the page is shown and ends with the session; the worker's live counts are shown below.
+starts when the page is shown and ends with the session; the worker's live counts are shown below
+(add ?census to the URL to also count the documents in the worker's memory).
 """
 
+import gc
+import os
 import time
 
 import numpy as np
+from bokeh.document import Document
 from bokeh.events import DocumentReady
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, Div, Slider
@@ -26,7 +30,17 @@ plot = figure(title="A random line", height=350, sizing_mode="stretch_width")
 plot.line("x", "y", source=source, line_width=2)
 
 if state is not None:
-    stats = Div(text=f"This worker: {len(state.sessions)} sessions, {state.ticking(2.5)} live update callbacks")
+    if "census" in context.request.arguments:
+        state.census.add(session_id)  # a census (this page with ?census) counts what the other sessions left
+    sessions = len(state.sessions - state.census)
+    text = f"This worker (pid {os.getpid()}): {sessions} sessions, {state.ticking(2.5)} live update callbacks"
+    if "census" in context.request.arguments:  # also count the documents in memory (walks the heap)
+        documents = sum(
+            isinstance(o, Document) and getattr(o.session_context, "id", None) not in state.census
+            for o in gc.get_objects()
+        )
+        text += f", {documents} documents in memory"
+    stats = Div(text=text)
 else:
     stats = Div(text="Not running under a Bokeh server")
 stats.css_classes = ["lifecycle-stats"]

@@ -14,6 +14,7 @@ class LifecycleState:
     def __init__(self) -> None:
         self.sessions: set[str] = set()
         self.last_tick: dict[str, float] = {}  # session id -> monotonic time of its callback's last run
+        self.census: set[str] = set()  # sessions that only count the others (main.py, ?census)
 
     def ticking(self, within_s: float) -> int:
         """Callbacks that really ran in the last `within_s` seconds: the ones still alive."""
@@ -40,3 +41,4 @@ def on_session_destroyed(session_context):
     state = session_context.server_context.lifecycle
     state.sessions.discard(session_context.id)
     state.last_tick.pop(session_context.id, None)
+    state.census.discard(session_context.id)

@@ -1,0 +1,138 @@
+"""bokeh-stack against what a user would pick instead, side by side in one run: one `bokeh serve`, `bokeh serve
+--num-procs N`, Bokeh's documented nginx recipe (least_conn over N workers), and bokeh-stack, all on loopback.
+
+    .venv/bin/python -m bench                       # every part; writes docs/benchmarks.md and its chart
+    .venv/bin/python -m bench static latency        # some parts only (printed; --out to write them)
+    .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
+
+Parts: pageviews, static, latency, capacity, churn. Prints one markdown table, the targets (PASS/MISS) and the
+design's reference figures beside ours. Not a test: nothing here fails on a slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import report
+from bench.churn import churn
+from bench.pageviews import page_views
+from bench.setups import DEFAULTS, SETUPS, started
+from bench.static import static_js
+from bench.streaming import capacity, update_delays
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("pageviews", "static", "latency", "capacity", "churn")
+APPS = {
+    "dashboard": ROOT / "bench" / "apps" / "dashboard",
+    "streaming": ROOT / "apps" / "streaming",
+    "lifecycle": ROOT / "apps" / "lifecycle",
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"any of {', '.join(PARTS)} (default: all)")
+    parser.add_argument("--workers", type=int, default=2, help="N: workers, and --num-procs (default 2)")
+    parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
+    parser.add_argument("--concurrency", type=int, default=8, help="browsers doing page views at once")
+    parser.add_argument("--seconds", type=float, default=20, help="each page-view measurement (after --warmup)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=25,
+        help="page views before measuring: long enough for the "
+        "first sessions to expire, so that their clean-up falls inside the measurement",
+    )
+    parser.add_argument("--static-seconds", type=float, default=10, help="each wrk run")
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--capacity", default="50,25,400", help="first,step,most sessions on one worker")
+    parser.add_argument("--capacity-seconds", type=float, default=8, help="each capacity step")
+    parser.add_argument("--churn", default="500,5000", help="sessions opened and closed before each measurement")
+    parser.add_argument(
+        "--unused-ms",
+        type=int,
+        default=DEFAULTS.session["unused_lifetime_ms"],
+        help="unused-session lifetime, for every setup (default: bokeh-stack's)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="every part at a tiny size, to check that it runs")
+    parser.add_argument("--out", type=Path, help="markdown file to write (default: docs/benchmarks.md for a full run)")
+    args = parser.parse_args(argv)
+    args.parts = args.parts or list(PARTS)
+    args.setups = args.setups.split(",")
+    for given, known in ((args.parts, PARTS), (args.setups, SETUPS)):
+        if unknown := set(given) - set(known):
+            parser.error(f"unknown {', '.join(sorted(unknown))}: choose from {', '.join(known)}")
+    if args.smoke:
+        args.seconds, args.warmup, args.static_seconds, args.latency_seconds = 2, 1, 1, 2
+        args.capacity, args.capacity_seconds, args.churn, args.unused_ms = "2,2,4", 1, "4,8", 1000
+    if args.out is None and not args.smoke and set(args.parts) == set(PARTS) and set(args.setups) == set(SETUPS):
+        args.out = ROOT / "docs" / "benchmarks.md"
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    results = report.Results(workers=args.workers, concurrency=args.concurrency, setups=args.setups)
+    tmp = Path(tempfile.mkdtemp(prefix="bokeh-stack-bench-"))
+    apps = report.apps_dir(tmp / "apps", APPS)
+    check_unused_ms = min(DEFAULTS.session["check_unused_ms"], args.unused_ms)
+    session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
+    expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
+
+    def start(key: str, name: str):
+        print(f"  {SETUPS[key]}: {name}", file=sys.stderr, flush=True)
+        return started(key, apps, args.workers, tmp / f"{key}-{name}", session)
+
+    if "pageviews" in args.parts:
+        print("page views", file=sys.stderr)
+        for key in args.setups:
+            for keep_alive in (True, False):
+                with start(key, "keep-alive" if keep_alive else "close") as setup:
+                    results.pageviews[key, keep_alive] = page_views(
+                        setup, args.seconds, args.concurrency, keep_alive, args.warmup
+                    )
+    if "static" in args.parts:
+        print("static", file=sys.stderr)
+        for key in args.setups:
+            with start(key, "static") as setup:
+                results.static[key] = static_js(setup, args.static_seconds)
+    if "latency" in args.parts:
+        print("streamed update delay", file=sys.stderr)
+        for key in args.setups:
+            with start(key, "latency") as setup:
+                n = len(setup.worker_ports)
+                groups = {"entry": [setup.url("/streaming")] * 2 * args.workers}
+                if key in ("recipe", "stack"):
+                    groups["direct"] = [setup.worker_url("/streaming", i % n) for i in range(2 * args.workers)]
+                results.latency[key] = update_delays(groups, setup.origin, args.latency_seconds)
+    if "capacity" in args.parts:
+        print("streaming capacity of one worker", file=sys.stderr)
+        first, step, most = map(int, args.capacity.split(","))
+        for key in ("single", "stack"):
+            if key in args.setups:
+                with start(key, "capacity") as setup:
+                    url, pid = setup.worker_url("/streaming"), setup.worker_pids()[0]
+                    results.capacity[key] = capacity(url, setup.origin, pid, first, step, most, args.capacity_seconds)
+    if "churn" in args.parts:
+        print("session churn", file=sys.stderr)
+        counts = [int(c) for c in args.churn.split(",")]
+        for key in args.setups:
+            with start(key, "churn") as setup:
+                results.churn[key] = churn(setup, counts, args.concurrency, expiry_s)
+
+    text = report.markdown(results)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report.document(results, text, chart=report.chart(results, args.out.with_suffix(".png"))))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
