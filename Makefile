@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: up test test-fast lint check clean
+.PHONY: up test test-fast lint check bench clean
 
 up: $(VENV)/.runtime
 	$(BIN)/bokeh-stack up $(ARGS)
@@ -23,6 +23,12 @@ test: $(VENV)/.test .venv-salt/.installed
 # Unit tests only: no processes, a few seconds.
 test-fast: $(VENV)/.test
 	$(BIN)/python -m pytest -m "not stack and not docker and not salt" $(PYTEST_ARGS)
+
+# The benchmarks against the alternatives (bench/README.md), ~30 minutes on 2 cores: writes docs/benchmarks.md and
+# its chart. One part: make bench ARGS="static"; the workers: ARGS="--workers 3".
+bench: $(VENV)/.test
+	@scripts/system-deps test
+	$(BIN)/python -m bench $(ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check bokeh_stack tests apps bench

@@ -24,10 +24,13 @@ from bench.static import static_js
 from bench.streaming import capacity, update_delays
 
 ROOT = Path(__file__).resolve().parent.parent
+# One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
+CAPACITY_APPS = ("streaming_naive", "streaming")
 PARTS = ("pageviews", "static", "latency", "capacity", "churn")
 APPS = {
     "dashboard": ROOT / "bench" / "apps" / "dashboard",
     "streaming": ROOT / "apps" / "streaming",
+    "streaming_naive": ROOT / "bench" / "apps" / "streaming_naive",
     "lifecycle": ROOT / "apps" / "lifecycle",
 }
 
@@ -116,8 +119,11 @@ def main(argv: list[str]) -> int:
         for key in ("single", "stack"):
             if key in args.setups:
                 with start(key, "capacity") as setup:
-                    url, pid = setup.worker_url("/streaming"), setup.worker_pids()[0]
-                    results.capacity[key] = capacity(url, setup.origin, pid, first, step, most, args.capacity_seconds)
+                    pid = setup.worker_pids()[0]
+                    for app in CAPACITY_APPS:
+                        results.capacity[key, app] = capacity(
+                            setup.worker_url(f"/{app}"), setup.origin, pid, first, step, most, args.capacity_seconds
+                        )
     if "churn" in args.parts:
         print("session churn", file=sys.stderr)
         counts = [int(c) for c in args.churn.split(",")]

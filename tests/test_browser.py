@@ -76,12 +76,12 @@ def test_every_app_renders_a_plot_without_errors(stacks, open_app, tmp_path):
 def test_streaming_data_changes_over_time(stacks, open_app):
     stack = stacks(SHIPPED_APPS, workers=2)
     page, errors = open_app(stack.url("/streaming"))
-    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('circles').data.x.length >= 25", timeout=15_000)
-    first = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('series').data.t)")
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('stream').data.x.length >= 25", timeout=15_000)
+    first = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('stream').data.t)")
     page.wait_for_function(
-        f"() => Bokeh.documents[0].get_model_by_name('series').data.t.length > {len(first)} + 5", timeout=15_000
+        f"() => Bokeh.documents[0].get_model_by_name('stream').data.t.length > {len(first)} + 5", timeout=15_000
     )
-    later = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('series').data.t)")
+    later = page.evaluate("() => Array.from(Bokeh.documents[0].get_model_by_name('stream').data.t)")
     assert later[-1] > first[-1], "the time series did not advance"
     page, _ = open_app(stack.url("/random_walk"))
     start = column_length(page, "walk", "value")

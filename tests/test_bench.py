@@ -1,0 +1,53 @@
+"""The benchmarks at a tiny size, so they cannot rot: every part runs against every deployment and reports what
+it measured. Timing figures at this size mean nothing and are not checked; what does not depend on timing is."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .stack import ROOT
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.bench]
+
+ROWS = (
+    "**1. Page views**, keep-alive",
+    "**1. Page views**, `Connection: close`",
+    "**2. Static**",
+    "**3. Streamed update delay**",
+    "**4. Sessions one worker carries**",
+    "**5. Worker RSS**",
+)
+
+
+def test_every_part_measures_every_deployment(tmp_path, nginx_available):
+    out = tmp_path / "bench.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    text = out.read_text()
+    table = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| **")}
+    for row in ROWS:
+        line = next((v for k, v in table.items() if k.startswith(row)), None)
+        assert line is not None, f"no row {row!r} in:\n{text}"
+        cells = line.strip("| ").split(" | ")[1:]
+        assert len(cells) == 4 and all(re.search(r"\d|worker", c) for c in cells), line
+
+    # Independent of timing: one execution per page view, BokehJS gzipped and cached, nothing left behind.
+    assert "| app executions per page view = 1.00 | 1.00, 1.00 | PASS |" in text
+    lines = text.splitlines()
+    for target in ("gzip bytes on the wire ≤ 30% of raw", "a repeat visit downloads no JS", "nothing left once"):
+        line = next((line for line in lines if target in line), None)
+        assert line is not None and line.endswith("| PASS |"), f"{target}:\n{text}"
+    assert "|---" in text and "design §2b" in text
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert f"]({png.name})" in text
