@@ -66,6 +66,7 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
         row(
             f"… {mode}: failed page views", lambda k, pv=pv: pv[k] and f"{pv[k].failed} of {pv[k].views + pv[k].failed}"
         )
+        row(f"… {mode}: the load generator's CPU (cores)", lambda k, pv=pv: pv[k] and f"{pv[k].client_cpu:.2f}")
     st = r.static
     row("**2. Static** `bokeh.min.js`: requests/s (wrk)", lambda k: k in st and f"**{st[k].per_s:,.0f}**")
     row("… requests/s asking for gzip", lambda k: k in st and f"{st[k].gzip_per_s:,.0f}")
@@ -236,7 +237,23 @@ def document(r: Results, table: str, chart: Path | None) -> str:
     ]
     if chart:
         parts += ["", f"![page views/s and latency per deployment]({chart.name})"]
+    if r.capacity:
+        parts += ["", "### Streaming capacity, step by step", "", _capacity_steps(r)]
     return "\n".join(parts) + "\n"
+
+
+def _capacity_steps(r: Results) -> str:
+    lines = [
+        "| worker, app | sessions | updates delivered | worker CPU | load generator CPU |",
+        "|---|---|---|---|---|",
+    ]
+    for (key, app), result in r.capacity.items():
+        for step in result.steps:
+            lines.append(
+                f"| {SETUPS[key]}, {app} | {step.sessions} | {step.delivered:.1%} | {step.worker_cpu:.2f} "
+                f"| {step.client_cpu:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def chart(r: Results, png: Path) -> Path | None:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ class Setup:
     port: int
     worker_ports: list[int]
     record: Path  # the counter app's executions
-    _pids: object = field(repr=False)  # () -> list[int]
+    _pids: Callable[[], list[int]] = field(repr=False)
 
     @property
     def label(self) -> str:

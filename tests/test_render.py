@@ -135,3 +135,32 @@ def test_templates_escape_html_from_app_docstrings(tmp_path):
     rendering.render(layout)
     index = (layout.html_dir / "index.html").read_text()
     assert "<script>" not in index and "&lt;script&gt;" in index and "A &amp; B." in index
+
+
+def test_bokehjs_is_served_from_a_precompressed_tree(tmp_path):
+    import gzip
+
+    from bokeh_stack import static_files
+
+    source = tmp_path / "bokeh-static"
+    (source / "js").mkdir(parents=True)
+    big, small = b"var bokeh = 1;\n" * 200, b"var x;\n"
+    (source / "js" / "bokeh.min.js").write_bytes(big)
+    (source / "js" / "tiny.js").write_bytes(small)
+    (source / "js" / "types.d.ts").write_bytes(big)
+    old = static_files.tree_for(tmp_path / "run", "0.0.1")
+    old.mkdir(parents=True)
+    tree = static_files.tree_for(tmp_path / "run", "9.9.9")
+
+    assert static_files.build(source, tree)
+    assert (tree / "js" / "bokeh.min.js").read_bytes() == big
+    assert gzip.decompress((tree / "js" / "bokeh.min.js.gz").read_bytes()) == big
+    assert (tree / "js" / "tiny.js").read_bytes() == small and not (tree / "js" / "tiny.js.gz").exists()
+    assert not (tree / "js" / "types.d.ts.gz").exists()
+    assert not old.exists(), "the tree of a Bokeh version no longer installed was left behind"
+    assert not static_files.build(source, tree), "a complete tree was built again"
+
+    layout = rendered(tmp_path / "stack")
+    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    assert f'alias "{layout.static_tree}/";' in conf and "gzip_static on;" in conf
+    assert (layout.static_tree / "js" / "bokeh.min.js.gz").exists()

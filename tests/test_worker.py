@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 from bokeh.application import Application
@@ -60,3 +61,45 @@ def test_discarded_sessions_share_one_deferred_collection():
         gc.enable()
     assert during == 0, "a collection ran inside the batch"
     assert after == 1, f"{after} full collections for one batch of 50 discards"
+
+
+PATCHES = """
+import json, sys
+from bokeh.document import Document
+from bokeh.models import ColumnDataSource, Title
+from bokeh.plotting import figure
+from bokeh.protocol import Protocol
+from bokeh_stack import worker
+
+doc = Document()
+source = ColumnDataSource(data={"x": [1.0], "y": [2.0]})
+plot = figure()
+plot.line("x", "y", source=source)
+doc.add_root(plot)
+doc.models.flush_synced()  # the client has the document
+events = []
+doc.on_change(lambda event: events.append(event))
+source.stream({"x": [3.0], "y": [4.0]})
+plot.title = Title(text="new")  # a model the client has not seen: it must go in full, not as a reference
+patched = sys.argv[1] == "fixed"
+if patched:
+    worker.references_on_demand()
+print(json.dumps([json.loads(Protocol().create("PATCH-DOC", [e]).content_json) for e in events]))
+"""
+
+
+def test_patches_serialized_with_references_on_demand_say_the_same():
+    import json
+    import subprocess
+    import sys
+
+    plain, fixed = (
+        json.loads(subprocess.run([sys.executable, "-c", PATCHES, mode], capture_output=True, check=True).stdout)
+        for mode in ("plain", "fixed")
+    )
+    assert "new" in json.dumps(fixed[1]), "the new Title was sent as a bare reference"
+
+    def ids_masked(value):
+        return json.loads(re.sub(r'"p\d+"', '"p"', json.dumps(value)))
+
+    assert ids_masked(fixed) == ids_masked(plain)

@@ -35,6 +35,7 @@ if state is not None:
     sessions = len(state.sessions - state.census)
     text = f"This worker (pid {os.getpid()}): {sessions} sessions, {state.ticking(2.5)} live update callbacks"
     if "census" in context.request.arguments:  # also count the documents in memory (walks the heap)
+        gc.collect()  # what a collection frees is not left behind (the stack's workers collect in batches)
         documents = sum(
             isinstance(o, Document) and getattr(o.session_context, "id", None) not in state.census
             for o in gc.get_objects()
