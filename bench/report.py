@@ -54,7 +54,7 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
     rows: list[tuple[str, dict[str, str]]] = []
 
     def row(label: str, cell) -> None:
-        cells = {key: cell(key) for key in r.setups}
+        cells = {key: cell(key) or None for key in r.setups}  # `k in d and …` gives False where unmeasured
         if any(c is not None for c in cells.values()):
             rows.append((label, {k: "–" if c is None else c for k, c in cells.items()}))
 
