@@ -117,13 +117,14 @@ def main(argv: list[str]) -> int:
         print("streaming capacity of one worker", file=sys.stderr)
         first, step, most = map(int, args.capacity.split(","))
         for key in ("single", "stack"):
-            if key in args.setups:
-                with start(key, "capacity") as setup:
+            for app in CAPACITY_APPS if key in args.setups else ():
+                # A fresh worker per app: the sessions of the app before would expire during this ramp, and plain
+                # Bokeh's discards (one full collection each) would stall the worker for seconds.
+                with start(key, f"capacity-{app}") as setup:
                     pid = setup.worker_pids()[0]
-                    for app in CAPACITY_APPS:
-                        results.capacity[key, app] = capacity(
-                            setup.worker_url(f"/{app}"), setup.origin, pid, first, step, most, args.capacity_seconds
-                        )
+                    results.capacity[key, app] = capacity(
+                        setup.worker_url(f"/{app}"), setup.origin, pid, first, step, most, args.capacity_seconds
+                    )
     if "churn" in args.parts:
         print("session churn", file=sys.stderr)
         counts = [int(c) for c in args.churn.split(",")]
