@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import re
 
 import pytest
 from supervisor.options import ServerOptions
 
 from bokeh_stack import render as rendering
-from bokeh_stack import worker
+from bokeh_stack import static_files, worker
 from bokeh_stack.render import Layout, RenderError
 from bokeh_stack.settings import load
 
@@ -138,10 +139,6 @@ def test_templates_escape_html_from_app_docstrings(tmp_path):
 
 
 def test_bokehjs_is_served_from_a_precompressed_tree(tmp_path):
-    import gzip
-
-    from bokeh_stack import static_files
-
     source = tmp_path / "bokeh-static"
     (source / "js").mkdir(parents=True)
     big, small = b"var bokeh = 1;\n" * 200, b"var x;\n"

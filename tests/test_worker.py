@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+import subprocess
+import sys
 
 from bokeh.application import Application
 from bokeh.application.handlers.function import FunctionHandler
@@ -81,18 +84,13 @@ events = []
 doc.on_change(lambda event: events.append(event))
 source.stream({"x": [3.0], "y": [4.0]})
 plot.title = Title(text="new")  # a model the client has not seen: it must go in full, not as a reference
-patched = sys.argv[1] == "fixed"
-if patched:
+if sys.argv[1] == "fixed":
     worker.references_on_demand()
 print(json.dumps([json.loads(Protocol().create("PATCH-DOC", [e]).content_json) for e in events]))
 """
 
 
 def test_patches_serialized_with_references_on_demand_say_the_same():
-    import json
-    import subprocess
-    import sys
-
     plain, fixed = (
         json.loads(subprocess.run([sys.executable, "-c", PATCHES, mode], capture_output=True, check=True).stdout)
         for mode in ("plain", "fixed")
