@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # Extra flags, e.g. make up ARGS="--workers 3"   make test PYTEST_ARGS="-m 'not browser'"
 ARGS ?=
 PYTEST_ARGS ?=
+PY_DIRS := bokeh_stack harness tests apps bench
 
-.PHONY: up test test-fast lint check bench clean
+.PHONY: up test test-fast lint check bench wheel clean
 
 up: $(VENV)/.runtime
 	$(BIN)/bokeh-stack up $(ARGS)
@@ -16,8 +17,8 @@ check: $(VENV)/.runtime
 
 test: $(VENV)/.test .venv-salt/.installed
 	@scripts/system-deps test
-	$(BIN)/ruff check bokeh_stack tests apps bench
-	$(BIN)/ruff format --check bokeh_stack tests apps bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only: no processes, a few seconds.
@@ -31,8 +32,8 @@ bench: $(VENV)/.test
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check bokeh_stack tests apps bench
-	$(BIN)/ruff format --check bokeh_stack tests apps bench
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 $(VENV)/.runtime: requirements.lock pyproject.toml
 	@scripts/system-deps up
@@ -52,5 +53,10 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.lock
 	.venv-salt/bin/pip install --quiet --disable-pip-version-check -r requirements-salt.lock
 	touch $@
 
+# The bokeh-stack wheel in dist/: what the Salt formula installs on a host (the images build their own the same way).
+wheel: $(VENV)/.runtime
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --disable-pip-version-check --no-deps -w dist .
+
 clean:
-	rm -rf $(VENV) .venv-salt .run .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-salt .run dist build .pytest_cache .ruff_cache *.egg-info

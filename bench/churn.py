@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import psutil
 
 from bench.setups import Setup
-from bokeh_stack.pageview import page_view
+from harness.pageview import page_view
 
 _CENSUS = re.compile(r"pid (\d+)\): (\d+) sessions, (\d+) live update callbacks, (\d+) documents in memory")
 

@@ -21,7 +21,7 @@ from bokeh.util.token import get_session_id
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from bokeh_stack.pageview import CookieJar, PageView, open_page, page_origin, websocket_url
+from harness.pageview import CookieJar, PageView, open_page, page_origin, websocket_url
 
 _TOKEN = re.compile(rb'"token"\s*:\s*"([A-Za-z0-9_.\-=]+)"')
 

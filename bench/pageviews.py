@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bench.clients import BenchError, HTTPConnection, light_page_view
 from bench.setups import Setup
-from tests.stack import read_executions
+from harness.stack import read_executions
 
 
 @dataclass

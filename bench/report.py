@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.setups import SETUPS
-from bokeh_stack.render import find_nginx
+from bokeh_stack.plan import find_nginx
 
 LETTERS = {"single": "(a)", "num_procs": "(b)", "recipe": "(c)", "stack": ""}
 

@@ -18,9 +18,10 @@ import jinja2
 import psutil
 
 from bokeh_stack import supervision
-from bokeh_stack.render import bokeh_static_dir, find_nginx
+from bokeh_stack.plan import find_nginx
+from bokeh_stack.render import bokeh_static_dir
 from bokeh_stack.settings import load
-from tests.stack import free_ports, start_stack, wait_for
+from harness.stack import free_ports, start_stack, wait_for
 
 HERE = Path(__file__).resolve().parent
 SETUPS = {

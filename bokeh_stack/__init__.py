@@ -1,3 +1,8 @@
 """bokeh-stack: serve directory-format Bokeh apps with nginx in front of supervised workers."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("bokeh-stack")  # pyproject.toml's, the one place it is written
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,11 +1,10 @@
 """bokeh-stack: bring the stack up in the foreground; render its configs; apply a change to a running stack
-without downtime; check the apps and configs; show each worker's status."""
+without downtime; check the apps and configs; show each worker's status; start or stop its supervisord."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import getpass
+import json
 import os
 import shlex
 import signal
@@ -17,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import reload as reloading
+from . import __version__, supervision
+from . import apply as applying
 from . import render as rendering
-from . import supervision
-from .apps import check_apps
-from .render import Layout, RenderError
-from .secret import SecretError, ensure_secret
-from .settings import Settings, SettingsError, load
+from .app_check import check_apps
+from .plan import RunPlan, find_nginx
+from .render import RenderError
+from .secret import SecretError, ensure_secret, write_secret
+from .settings import ROLES, Settings, SettingsError, load
 
 READY_TIMEOUT_S = 90
 NGINX_MISSING = "nginx is not installed: install it with  sudo apt-get install -y nginx"
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except (StackError, RenderError, SecretError) as e:
+    except (StackError, RenderError, SecretError, TimeoutError) as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 1
 
@@ -55,82 +55,89 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--runtime-dir", metavar="DIR", dest="runtime_dir", help="where configs, logs and the secret go"
     )
-
-    roles = argparse.ArgumentParser(add_help=False)
-    roles.add_argument(
-        "--role",
-        choices=["all", "balancer", "worker"],
-        default="all",
-        help="what this host runs: nginx and workers (all), nginx only, or workers only",
+    common.add_argument(
+        "--role", choices=ROLES, help="what this host runs: nginx and workers (all), nginx only, or workers only"
     )
-    roles.add_argument("--user", help="when root: run the workers and nginx's worker processes as this user")
-    roles.add_argument("--daemon", action="store_true", help="supervisord goes to the background when started")
+    common.add_argument("--user", help="when root: run the workers and nginx's worker processes as this user")
 
     parser = argparse.ArgumentParser(prog="bokeh-stack", description=__doc__)
+    parser.add_argument("--version", action=_Version, help="show bokeh-stack's and Bokeh's versions and exit")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    up = sub.add_parser(
-        "up", parents=[common], help="serve the apps: workers and nginx under supervisord, in the foreground"
-    )
-    up.set_defaults(command=cmd_up)
-    out = sub.add_parser(
-        "render", parents=[common], help="write the nginx and supervisord configs and test them with nginx -t"
-    )
+
+    def command(name: str, function, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(command=function)
+        return p
+
+    command("up", cmd_up, "serve the apps: workers and nginx under supervisord, in the foreground")
+    out = command("render", cmd_render, "write the nginx and supervisord configs and test them with nginx -t")
     out.add_argument("--out", metavar="DIR", help="write here instead of the runtime dir")
-    out.set_defaults(command=cmd_render)
-    check = sub.add_parser(
-        "check", parents=[common], help="check the settings, that every app builds its document, and the configs"
-    )
-    check.set_defaults(command=cmd_check)
-    apply = sub.add_parser(
-        "apply", parents=[common, roles], help="render, then apply what changed to the running stack without downtime"
-    )
+    command("check", cmd_check, "check the settings, that every app builds its document, and the configs")
+    apply = command("apply", cmd_apply, "render, then apply what changed to the running stack without downtime")
     apply.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
     apply.add_argument("--dry-run", action="store_true", help="only say which files would change")
-    apply.set_defaults(command=cmd_apply, restart_all=False)
-    reload = sub.add_parser(
-        "reload", parents=[common, roles], help="render, reload nginx and restart every worker, one at a time"
+    apply.set_defaults(restart_all=False)
+    reload = command("reload", cmd_apply, "render, reload nginx and restart every worker, one at a time")
+    reload.set_defaults(restart_all=True, stateful=False, dry_run=False)
+    status = command("status", cmd_status, "state, pid, port, uptime and probe of every worker")
+    status.add_argument(
+        "--quiet", action="store_true", help="print nothing; exit 0 if the stack runs, 3 if it does not"
     )
-    reload.set_defaults(command=cmd_apply, restart_all=True, stateful=False, dry_run=False)
-    status = sub.add_parser("status", parents=[common], help="state, pid, port, uptime and probe of every worker")
-    status.set_defaults(command=cmd_status)
+    sup = command(
+        "supervisord", cmd_supervisord, "render, then become the stack's supervisord (containers, Salt, systemd)"
+    )
+    sup.add_argument("--daemon", action="store_true", help="supervisord goes to the background")
+    command("stop", cmd_stop, "stop the running stack: every worker and nginx, then supervisord")
+    secret = command("secret", cmd_secret, "make sure the secret that signs session ids exists (generated if missing)")
+    secret.add_argument("--from-stdin", action="store_true", help="the secret is given on standard input")
+    secret.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
+    secret.add_argument("--dry-run", action="store_true", help="only say whether it would change")
+    plan = command("plan", cmd_plan, "print where every file of the stack is (the run plan)")
+    plan.add_argument("--json", action="store_true", help="as JSON")
     return parser
 
 
+class _Version(argparse.Action):
+    """--version, with Bokeh imported only when asked (every other command starts without it)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from bokeh import __version__ as bokeh_version
+
+        print(f"bokeh-stack {__version__} (bokeh {bokeh_version})")
+        parser.exit()
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = ("apps_dir", "workers", "port", "base_port", "runtime_dir")
+    flags = ("apps_dir", "workers", "port", "base_port", "runtime_dir", "role", "user")
     overrides: dict[str, Any] = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
     return load(args.settings, overrides=overrides)
 
 
-def _layout(settings: Settings, args: argparse.Namespace | None = None) -> Layout:
-    """By default everything runs as the user who runs bokeh-stack; --user names another for workers and nginx."""
-    role = getattr(args, "role", "all")
-    with_nginx, with_workers = role in ("all", "balancer"), role in ("all", "worker")
-    if with_nginx and rendering.find_nginx() is None:
+def _plan(args: argparse.Namespace) -> RunPlan:
+    plan = RunPlan(_settings(args))
+    if plan.with_nginx and find_nginx() is None:
         raise StackError(NGINX_MISSING)
-    daemonize = getattr(args, "daemon", False)
-    layout = Layout(settings, with_nginx=with_nginx, with_workers=with_workers, daemonize=daemonize)
-    if getattr(args, "user", None):
-        return dataclasses.replace(layout, worker_user=args.user, nginx_user=args.user)
-    user = getpass.getuser() if os.geteuid() == 0 else None  # only root can (and must) name a user
-    return dataclasses.replace(layout, run_as=user, nginx_user=user)
+    return plan
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    layout = _layout(_settings(args), args)
+    plan = _plan(args)
     if args.out:
-        layout = rendering.in_dir(layout, Path(args.out).resolve())
-    changed = rendering.render_checked(layout)
+        plan = plan.in_dir(Path(args.out).resolve())
+    changed = rendering.render_checked(plan)
     for path in changed:
         print(path)
-    print(f"{len(changed)} file(s) changed in {layout.run_dir}" + ("; nginx -t: ok" if layout.with_nginx else ""))
+    print(f"{len(changed)} file(s) changed in {plan.run_dir}" + ("; nginx -t: ok" if plan.with_nginx else ""))
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    layout = _layout(_settings(args), args)
+    plan = _plan(args)
     if args.dry_run:
-        would = rendering.pending(layout)
+        would = rendering.pending(plan)
         for path in would:
             print(f"would change {path}")
         if args.stateful:
@@ -138,14 +145,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"changed={'yes' if would else 'no'} comment={shlex.quote(comment)}")
         return 0
     try:
-        applied = reloading.apply(layout, restart_all=args.restart_all)
-    except reloading.ReloadError as e:
+        applied = applying.apply(plan, restart_all=args.restart_all)
+    except applying.ApplyError as e:
         if args.stateful:
             print(f"changed=yes comment={shlex.quote(str(e))}")
         raise StackError(str(e)) from e
     changed = bool(applied.changed_files or applied.actions)
     if not applied.running:
-        print(f"bokeh-stack: {len(applied.changed_files)} file(s) changed; no stack is running from {layout.run_dir}")
+        print(f"bokeh-stack: {len(applied.changed_files)} file(s) changed; no stack is running from {plan.run_dir}")
     if args.stateful:
         if not changed:
             comment = "up to date"
@@ -167,24 +174,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             print(f"app {app}: ok")
     with tempfile.TemporaryDirectory(prefix="bokeh-stack-check-") as tmp:
-        rendering.render_checked(rendering.in_dir(_layout(settings), Path(tmp)))
+        rendering.render_checked(_plan(args).in_dir(Path(tmp)))
     print("configs: ok (nginx -t passed)")
     if failed:
         raise StackError(f"{failed} app(s) failed to build their document")
     return 0
 
 
+def _not_running(plan: RunPlan) -> str:
+    return f"no stack is running from {plan.run_dir} (no supervisord answers on {plan.socket})"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    layout = Layout(_settings(args))
-    pid = supervision.supervisord_running(layout.socket)
+    plan = RunPlan(_settings(args))
+    pid = supervision.supervisord_running(plan.socket)
+    if args.quiet:
+        return 0 if pid else 3
     if pid is None:
-        raise StackError(f"no stack is running from {layout.run_dir} (no supervisord answers on {layout.socket})")
+        raise StackError(_not_running(plan))
     rows = [("WORKER", "POOL", "STATE", "PID", "PORT", "UPTIME", "PROBE")]
-    for w in supervision.workers(layout):
+    for w in supervision.workers(plan):
         probe = f"{w.probe_ms:.0f} ms" if w.probe_ok else "no answer"
         rows.append((w.name, w.pool, w.state, str(w.pid or "-"), str(w.port), _duration(w.uptime_s), probe))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(f"supervisord pid {pid}, {layout.supervisord_conf}")
+    print(f"supervisord pid {pid}, {plan.supervisord_conf}")
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
@@ -197,24 +210,63 @@ def _duration(seconds: int) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    layout = _layout(settings)
-    running = supervision.supervisord_running(layout.socket)
+def cmd_supervisord(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    running = supervision.supervisord_running(plan.socket)
     if running:
-        raise StackError(f"a stack already runs from {layout.run_dir} (supervisord pid {running}): stop it first")
+        raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running})")
+    rendering.render_checked(plan)
+    argv, env = supervision.supervisord_command(plan, foreground=not args.daemon)
+    sys.stdout.flush()
+    os.execve(argv[0], argv, env)  # supervisord takes this process over: it gets the signals directly
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    plan = RunPlan(_settings(args))
+    pid = supervision.shutdown(plan)
+    print(f"bokeh-stack: stopped the stack of {plan.run_dir} (supervisord pid {pid})" if pid else _not_running(plan))
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    plan = RunPlan(_settings(args))
+    if args.from_stdin:
+        changed = write_secret(plan.secret_file, sys.stdin.read().strip(), dry_run=args.dry_run)
+    else:
+        changed = not plan.secret_file.exists()
+        if changed and not args.dry_run:
+            ensure_secret(plan.secret_file, environ={})
+    verb = ("would be written" if args.dry_run else "written") if changed else "unchanged"
+    if args.stateful:
+        print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(f'secret {verb}: {plan.secret_file}')}")
+    else:
+        print(f"bokeh-stack: secret {verb}: {plan.secret_file}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    paths = RunPlan(_settings(args)).paths()
+    print(json.dumps(paths, indent=2) if args.json else "\n".join(f"{k:16} {v}" for k, v in paths.items()))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    settings = plan.settings
+    running = supervision.supervisord_running(plan.socket)
+    if running:
+        raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running}): stop it first")
     _check_ports_free(settings)
-    secret = ensure_secret(settings.secret_file)
-    rendering.render_checked(layout)
+    rendering.render_checked(plan)
 
     stop = _StopSignal()
-    proc = supervision.start_supervisord(layout, secret)
+    proc = supervision.start_supervisord(plan)
     try:
         print(
             f"bokeh-stack: starting {len(settings.worker_ports)} workers and nginx (logs: {settings.log_dir})",
             flush=True,
         )
-        if not _wait_ready(layout, proc, stop):
+        if not _wait_ready(plan, proc, stop):
             return 1 if proc.poll() is not None or not stop.requested else 0
         scheme = "https" if settings.tls_on else "http"
         url = f"{scheme}://{settings.server_names[0]}:{settings.public_port}{settings.prefix}/"
@@ -268,9 +320,9 @@ def _check_ports_free(settings: Settings) -> None:
                 raise StackError(f"port {port} on {address}, wanted by {user}, is not free: {e.strerror}") from e
 
 
-def _wait_ready(layout: Layout, proc: subprocess.Popen, stop: _StopSignal) -> bool:
+def _wait_ready(plan: RunPlan, proc: subprocess.Popen, stop: _StopSignal) -> bool:
     """Poll until every worker answers its probe and nginx's /healthz says 200, showing progress."""
-    s = layout.settings
+    s = plan.settings
     deadline = time.monotonic() + READY_TIMEOUT_S
     total, shown = len(s.worker_ports), -1
     while time.monotonic() < deadline and not stop.requested:
@@ -278,13 +330,13 @@ def _wait_ready(layout: Layout, proc: subprocess.Popen, stop: _StopSignal) -> bo
             print(f"bokeh-stack: supervisord exited with status {proc.returncode}; see {s.log_dir}", file=sys.stderr)
             return False
         try:
-            workers = supervision.workers(layout)
+            workers = supervision.workers(plan)
         except OSError:
             workers = []  # supervisord is still starting
         fatal = [w for w in workers if w.state in ("FATAL", "BACKOFF")]
         if fatal:
             w = fatal[0]
-            tail = supervision.log_tail(layout, w.name)
+            tail = supervision.log_tail(plan, w.name)
             raise StackError(f"worker {w.name} cannot start ({w.state}); the end of its log:\n{tail}")
         ready = sum(w.probe_ok for w in workers)
         if ready != shown:

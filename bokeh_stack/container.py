@@ -1,6 +1,6 @@
-"""Container entrypoints: render the configs from the settings in the environment, then become the engine.
+"""Container entrypoints, from the settings in the environment:
 
-    python -m bokeh_stack.container workers        supervisord with every worker (no nginx)
+    bokeh-stack supervisord                        the workers image: supervisord with every worker (no nginx)
     python -m bokeh_stack.container nginx          nginx in front of the workers at settings.worker_hosts
     python -m bokeh_stack.container health NAME    exit 0 if that service is healthy (compose healthcheck)
 
@@ -14,25 +14,16 @@ import sys
 
 from . import render as rendering
 from . import supervision
-from .render import Layout, RenderError
-from .secret import SecretError, ensure_secret
+from .plan import RunPlan
+from .render import RenderError
 from .settings import Settings, SettingsError, load
 
 
-def workers(settings: Settings) -> None:
-    layout = Layout(settings, with_nginx=False)
-    secret = ensure_secret(settings.secret_file)
-    rendering.render_checked(layout)
-    os.environ["BOKEH_SECRET_KEY"] = secret
-    conf = str(layout.supervisord_conf)
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-c", conf])
-
-
 def nginx(settings: Settings) -> None:
-    layout = Layout(settings)
-    rendering.render_checked(layout)
-    conf = str(layout.nginx_conf)
-    os.execv(layout.nginx_bin, [layout.nginx_bin, "-c", conf, "-e", layout.error_log, "-g", "daemon off;"])
+    plan = RunPlan(settings)
+    rendering.render_checked(plan)
+    argv = [plan.nginx_bin, "-c", str(plan.nginx_conf), "-e", plan.error_log, "-g", "daemon off;"]
+    os.execv(plan.nginx_bin, argv)
 
 
 def health(settings: Settings, service: str) -> int:
@@ -48,12 +39,10 @@ def health(settings: Settings, service: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: python -m bokeh_stack.container workers | nginx | health workers|nginx"
+    usage = "usage: python -m bokeh_stack.container nginx | health workers|nginx"
     try:
         settings = load()
-        if argv == ["workers"]:
-            workers(settings)
-        elif argv == ["nginx"]:
+        if argv == ["nginx"]:
             nginx(settings)
         elif len(argv) == 2 and argv[0] == "health" and argv[1] in ("workers", "nginx"):
             return health(settings, argv[1])
@@ -63,7 +52,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except (RenderError, SecretError) as e:
+    except RenderError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,93 +1,34 @@
-"""Render the nginx and supervisord configs from the settings: the templates in nginx/ and supervisor/ are
-their only source, for the local runner, the containers and the Salt formula alike."""
+"""Render the nginx and supervisord configs from the run plan: the templates in nginx/ and supervisor/ are their
+only source, for the local runner, the containers and the Salt formula alike. In an installed package they are
+in bokeh_stack/templates/ (pyproject.toml puts them there); in a source checkout, at its top level."""
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from . import static_files
+from . import limits, static_files
+from .plan import RunPlan
 from .settings import Settings, local_address
 
-TEMPLATES_ROOT = Path(os.environ.get("BOKEH_STACK_TEMPLATES", Path(__file__).resolve().parent.parent))
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def templates_root() -> Path:
+    installed = PACKAGE_DIR / "templates"
+    return installed if installed.is_dir() else PACKAGE_DIR.parent
 
 
 class RenderError(RuntimeError):
     """A rendered config that its own program refuses (nginx -t)."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the rendered files go and which programs they name."""
-
-    settings: Settings
-    # Runs nginx inside this supervisord (local runner, hosts without systemd); False in the workers container.
-    with_nginx: bool = True
-    # Runs the workers; False on a balancer-only host.
-    with_workers: bool = True
-    daemonize: bool = False
-    python: str = sys.executable
-    nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
-    # supervisord's own user, the workers' user, nginx's worker processes' user (each only when run as root).
-    run_as: str | None = None
-    worker_user: str | None = None
-    nginx_user: str | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return self.settings.runtime_dir
-
-    @property
-    def conf_dir(self) -> Path:
-        return self.run_dir / "nginx"
-
-    @property
-    def args_dir(self) -> Path:
-        return self.run_dir / "workers"
-
-    @property
-    def html_dir(self) -> Path:
-        return self.run_dir / "html"
-
-    @property
-    def static_tree(self) -> Path:
-        from bokeh import __version__
-
-        return static_files.tree_for(self.run_dir, __version__)
-
-    @property
-    def supervisord_conf(self) -> Path:
-        return self.run_dir / "supervisord.conf"
-
-    @property
-    def nginx_conf(self) -> Path:
-        return self.conf_dir / "nginx.conf"
-
-    @property
-    def socket(self) -> Path:
-        return self.run_dir / "supervisor.sock"
-
-    @property
-    def error_log(self) -> str:
-        return "stderr" if self.settings.log_to_stdout else str(self.settings.log_dir / "nginx-error.log")
-
-
-def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-    )
 
 
 def bokeh_static_dir() -> Path:
@@ -118,8 +59,8 @@ def app_info(apps_dir: Path, name: str) -> dict[str, Any]:
     return {"name": name, "title": title, "description": description, "static_dir": static if static.is_dir() else None}
 
 
-def context(layout: Layout) -> dict[str, Any]:
-    s = layout.settings
+def context(plan: RunPlan) -> dict[str, Any]:
+    s = plan.settings
     pools = [
         {
             "name": pool.name,
@@ -128,6 +69,7 @@ def context(layout: Layout) -> dict[str, Any]:
             "apps": pool.apps,
             "workers": pool.workers,
             "base_port": pool.base_port,
+            "args_file": plan.args_file(pool),
             "servers": [f"{_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
         }
         for pool in s.pools
@@ -135,6 +77,8 @@ def context(layout: Layout) -> dict[str, Any]:
     all_servers = sum(len(p["servers"]) for p in pools)
     return {
         "s": s,
+        "plan": plan,
+        "limits": limits,
         "pools": pools,
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
         "apps": [app_info(s.apps_dir, app) for app in s.apps],
@@ -142,25 +86,19 @@ def context(layout: Layout) -> dict[str, Any]:
         "probe_address": _host(local_address(s.worker_address)),
         "tls_listen": f"{_host(s.listen_address)}:{s.tls['port']}",
         "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
-        "static_dir": layout.static_tree,
+        "static_dir": plan.static_tree,
         "favicon": bokeh_favicon(),
-        "run_dir": layout.run_dir,
-        "conf_dir": layout.conf_dir,
-        "html_dir": layout.html_dir,
-        "error_log": layout.error_log,
-        "access_log": "/dev/stdout" if s.log_to_stdout else f'"{s.log_dir}/nginx-access.log"',
-        # A websocket may be silent between keep-alive pings: allow three of them.
-        "ws_read_timeout_s": max(60, 3 * s.session.get("keep_alive_ms", 37000) // 1000),
+        "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session["keep_alive_ms"]),
         "max_tries": min(all_servers, 3),
-        "python": layout.python,
-        "nginx_bin": layout.nginx_bin,
-        "with_nginx": layout.with_nginx,
-        "with_workers": layout.with_workers,
-        "worker_user": layout.worker_user,
-        "daemonize": layout.daemonize,
-        "run_as": layout.run_as,
-        "nginx_user": layout.nginx_user,
+        "worker_mode": _worker_mode(s),
     }
+
+
+def _worker_mode(s: Settings) -> str:
+    """bokeh_stack.worker's flag: plain Bokeh, fixes that leave out what does not fit, or fixes that must fit."""
+    if not s.worker_fixes:
+        return "--plain "
+    return "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
 
 
 def _host(address: str) -> str:
@@ -169,7 +107,7 @@ def _host(address: str) -> str:
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_ROOT)),
+        loader=jinja2.FileSystemLoader(str(templates_root())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -181,59 +119,48 @@ def environment() -> jinja2.Environment:
     return env
 
 
-# template -> rendered file, relative to the runtime dir
-FILES = {
-    "nginx/nginx.conf.j2": "nginx/nginx.conf",
-    "nginx/bokeh-stack.conf.j2": "nginx/bokeh-stack.conf",
-    "nginx/index.html.j2": "html/index.html",
-    "supervisor/supervisord.conf.j2": "supervisord.conf",
-}
-
-
-def in_dir(layout: Layout, directory: Path) -> Layout:
-    """The same layout with every runtime file under `directory`."""
-    settings = dataclasses.replace(
-        layout.settings, runtime_dir=directory, log_dir=directory / "logs", secret_file=directory / "secret"
-    )
-    return dataclasses.replace(layout, settings=settings)
-
-
-def outputs(layout: Layout) -> dict[Path, str]:
-    """Every file the layout's configs consist of, and what it must say."""
-    ctx = context(layout)
+def outputs(plan: RunPlan) -> dict[Path, str]:
+    """Every file the plan's configs consist of, and what it must say."""
+    ctx = context(plan)
     env = environment()
-    files = {layout.run_dir / target: env.get_template(template).render(ctx) for template, target in FILES.items()}
+    targets = {
+        "nginx/nginx.conf.j2": plan.nginx_conf,
+        "nginx/bokeh-stack.conf.j2": plan.nginx_site_conf,
+        "nginx/index.html.j2": plan.html_dir / "index.html",
+        "supervisor/supervisord.conf.j2": plan.supervisord_conf,
+    }
+    files = {target: env.get_template(template).render(ctx) for template, target in targets.items()}
     args = env.get_template("supervisor/worker.args.j2")
     for pool in ctx["pools"]:
-        files[layout.args_dir / f"{pool['program']}.args"] = args.render(ctx, pool=pool)
-    files[layout.html_dir / "healthz.txt"] = "ok\n"
+        files[pool["args_file"]] = args.render(ctx, pool=pool)
+    files[plan.html_dir / "healthz.txt"] = "ok\n"
     return files
 
 
-def pending(layout: Layout) -> list[Path]:
+def pending(plan: RunPlan) -> list[Path]:
     """The files render() would change; writes nothing."""
-    return [path for path, text in outputs(layout).items() if not path.exists() or path.read_text() != text]
+    return [path for path, text in outputs(plan).items() if not path.exists() or path.read_text() != text]
 
 
-def render(layout: Layout, static: bool = True) -> list[Path]:
+def render(plan: RunPlan, static: bool = True) -> list[Path]:
     """Write every config into the runtime dir, and the static tree nginx serves (unless `static` is False);
     returns the files whose content changed."""
-    files = outputs(layout)
-    for directory in (layout.settings.log_dir, layout.run_dir / "nginx-temp"):
+    files = outputs(plan)
+    for directory in (plan.log_dir, plan.nginx_temp):
         directory.mkdir(parents=True, exist_ok=True)
-    if layout.with_nginx and static:
-        static_files.build(bokeh_static_dir(), layout.static_tree)
+    if plan.with_nginx and static:
+        static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]
 
 
-def render_checked(layout: Layout) -> list[Path]:
+def render_checked(plan: RunPlan) -> list[Path]:
     """render(), but only once nginx accepts the candidate config: a bad one never replaces a good one."""
-    if layout.with_nginx:
+    if plan.with_nginx:
         with tempfile.TemporaryDirectory(prefix="bokeh-stack-candidate-") as tmp:
-            candidate = in_dir(layout, Path(tmp))
+            candidate = plan.in_dir(Path(tmp))
             render(candidate, static=False)  # nginx -t does not open the files a location serves
             nginx_test(candidate)
-    return render(layout)
+    return render(plan)
 
 
 def _write(path: Path, text: str) -> bool:
@@ -247,13 +174,13 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
-def nginx_test(layout: Layout) -> str:
+def nginx_test(plan: RunPlan) -> str:
     """Run `nginx -t` on the rendered config; raises RenderError with nginx's own words."""
     result = subprocess.run(
-        [layout.nginx_bin, "-t", "-q", "-c", str(layout.nginx_conf), "-e", layout.error_log],
+        [plan.nginx_bin, "-t", "-q", "-c", str(plan.nginx_conf), "-e", plan.error_log],
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
-        raise RenderError(f"nginx rejects the rendered config {layout.nginx_conf}:\n{result.stderr.strip()}")
+        raise RenderError(f"nginx rejects the rendered config {plan.nginx_conf}:\n{result.stderr.strip()}")
     return result.stderr

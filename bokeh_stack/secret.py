@@ -55,10 +55,18 @@ def _checked(key: str, source: str) -> str:
     return key
 
 
-if __name__ == "__main__":
-    # python -m bokeh_stack.secret FILE: create the secret file if missing (provisioners); prints nothing.
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m bokeh_stack.secret FILE")
-    ensure_secret(Path(sys.argv[1]), environ={})
+def write_secret(path: Path, key: str, dry_run: bool = False) -> bool:
+    """Make `path` hold `key` (given by a provisioner: several worker hosts share one), mode 0600; False if it
+    already did."""
+    key = _checked(key, "the given secret")
+    if path.exists() and path.read_text().strip() == key and path.stat().st_mode & 0o777 == 0o600:
+        return False
+    if not dry_run:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        os.replace(tmp, path)
+    return True

@@ -4,7 +4,7 @@ Layers, each overriding the one before: defaults.yaml beside this file, a settin
 BOKEH_STACK_* environment variables (nested keys joined by a double underscore, values parsed as YAML),
 and command-line flags. Everything is validated before anything starts; every problem is reported at once.
 
-This module needs only the standard library and PyYAML, so the Salt formula can use it as it is.
+It needs only the standard library and PyYAML: `bokeh-stack` starts fast and checks settings before anything else.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ ENV_SETTINGS_FILE = "BOKEH_STACK_SETTINGS"
 DEFAULT_POOL = "default"
 POOL_KEYS = {"apps": list, "workers": int, "base_port": int}
 PATH_KEYS = ("apps_dir", "runtime_dir", "log_dir", "secret_file")
+# What a host runs: nginx and the workers, nginx only, the workers only.
+ROLES = ("all", "balancer", "worker")
 # Paths where the stack serves something of its own; an app of that name would be shadowed.
 RESERVED_APP_NAMES = {"static", "healthz"}
 
@@ -34,6 +36,7 @@ _HOST = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Z
 _ORIGIN = re.compile(r"^(?P<host>[^:\s/]+|\[[0-9A-Fa-f:.]+\])(:(?P<port>\d{1,5}))?$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 # Characters that would need escaping in nginx or supervisord configs; refused in paths.
 _UNSAFE_PATH_CHARS = set("\"'`\\$%{};\n\r\t")
@@ -71,8 +74,14 @@ class Pool:
 
 @dataclass(frozen=True)
 class Settings:
+    """The validated settings. Every field but `pools` is the setting of the same name in defaults.yaml (its
+    default and its documentation are there; a test holds the two to the same names), lists as tuples and paths
+    resolved; `pools` holds the default pool and every named one."""
+
     apps_dir: Path
     runtime_dir: Path
+    role: str
+    user: str
     listen_address: str
     port: int
     server_names: tuple[str, ...]
@@ -94,6 +103,7 @@ class Settings:
     tls: Mapping[str, Any]
     watchdog: Mapping[str, int]
     worker_fixes: bool
+    worker_fix_mismatch: str
 
     @property
     def tls_on(self) -> bool:
@@ -155,7 +165,7 @@ def load(
     _merge_layer(merged, schema, _environment_layer(environ, problems), "the environment", problems, path_base, cwd)
     _merge_layer(merged, schema, dict(overrides or {}), "the command line", problems, path_base, cwd)
     try:
-        settings = _build(merged, schema, path_base)
+        settings = _build(merged, schema, path_base, environ)
     except SettingsError as e:
         raise SettingsError(problems + e.problems) from None
     if problems:
@@ -248,19 +258,27 @@ def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
-def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, Path]) -> Settings:
+def _build(
+    raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, Path], environ: Mapping[str, str]
+) -> Settings:
     problems: list[str] = []
     _check_types(raw, schema, problems, prefix="")
     if problems:
         raise SettingsError(problems)
 
     paths = {key: _path(raw[key], path_base[key], key, problems) for key in PATH_KEYS}
-    runtime_dir = paths["runtime_dir"]
+    runtime_dir = paths["runtime_dir"] if raw["runtime_dir"] else default_runtime_dir(environ)
     log_dir = paths["log_dir"] if raw["log_dir"] else runtime_dir / "logs"
     secret_file = paths["secret_file"] if raw["secret_file"] else runtime_dir / "secret"
 
     for key in ("port", "base_port"):
         _check_port(raw[key], key, problems)
+    if raw["worker_fix_mismatch"] not in ("stop", "warn"):
+        problems.append(f"worker_fix_mismatch must be stop or warn, got {raw['worker_fix_mismatch']!r}")
+    if raw["role"] not in ROLES:
+        problems.append(f"role must be one of {', '.join(ROLES)}, got {raw['role']!r}")
+    if raw["user"] and not _USER.match(raw["user"]):
+        problems.append(f"user must be a user name (or empty: the user who starts the stack), got {raw['user']!r}")
     if raw["workers"] < 1:
         problems.append(f"workers must be at least 1, got {raw['workers']}")
     for key in ("listen_address", "worker_address"):
@@ -307,31 +325,23 @@ def _build(raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, 
     port = raw["port"]
     public_port = raw["tls"]["port"] if tls_on else port
     origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
-    return Settings(
+    values = {key: tuple(raw[key]) if isinstance(raw[key], list) else raw[key] for key in schema}
+    values.update(
         apps_dir=paths["apps_dir"],
         runtime_dir=runtime_dir,
-        listen_address=raw["listen_address"],
-        port=port,
-        server_names=tuple(raw["server_names"]),
-        public_origins=tuple(origins),
-        prefix=raw["prefix"],
-        worker_address=raw["worker_address"],
-        worker_hosts=tuple(raw["worker_hosts"]) or (raw["worker_address"],),
-        base_port=raw["base_port"],
-        workers=raw["workers"],
-        pools=tuple(pools),
-        session=dict(raw["session"]),
-        nginx=dict(raw["nginx"]),
-        stats_log_ms=raw["stats_log_ms"],
-        mem_log_ms=raw["mem_log_ms"],
         log_dir=log_dir,
-        log_to_stdout=raw["log_to_stdout"],
         secret_file=secret_file,
-        frame_ancestors=raw["frame_ancestors"],
-        tls=dict(raw["tls"]),
-        watchdog=dict(raw["watchdog"]),
-        worker_fixes=raw["worker_fixes"],
+        public_origins=tuple(origins),
+        worker_hosts=tuple(raw["worker_hosts"]) or (raw["worker_address"],),
+        pools=tuple(pools),
     )
+    return Settings(**values)
+
+
+def default_runtime_dir(environ: Mapping[str, str]) -> Path:
+    """The user's state directory (XDG Base Directory): where a stack runs unless runtime_dir says otherwise."""
+    state_home = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "bokeh-stack"
 
 
 def local_address(address: str) -> str:

@@ -6,7 +6,6 @@ import http.client
 import os
 import ssl
 import subprocess
-import sys
 import time
 import xmlrpc.client
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from .render import Layout
+from .plan import RunPlan
+from .secret import ENV_VAR, ensure_secret
 from .settings import Settings, local_address
 
 
@@ -44,14 +44,48 @@ def supervisord_running(socket: Path) -> int | None:
         return None
 
 
-def start_supervisord(layout: Layout, secret: str) -> subprocess.Popen:
-    """supervisord in the foreground, in its own process group, with the secret in its environment only."""
-    env = {**os.environ, "BOKEH_SECRET_KEY": secret}
-    return subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisord_conf)],
-        env=env,
-        start_new_session=True,
-    )
+def supervisord_command(plan: RunPlan, foreground: bool = True) -> tuple[list[str], dict[str, str]]:
+    """How to start the stack's supervisord: its command line, and its environment with the checked secret (the
+    workers' BOKEH_SECRET_KEY; generated on first start). The one way every starter starts it: `bokeh-stack up`,
+    `bokeh-stack supervisord` (containers, Salt, the systemd unit)."""
+    env = dict(os.environ)
+    if plan.with_workers:
+        env[ENV_VAR] = ensure_secret(plan.secret_file)
+    argv = [plan.python, "-m", "supervisor.supervisord", "-c", str(plan.supervisord_conf)]
+    return argv + (["--nodaemon"] if foreground else []), env
+
+
+def start_supervisord(plan: RunPlan) -> subprocess.Popen:
+    """supervisord in the foreground, as a child in its own process group."""
+    argv, env = supervisord_command(plan)
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def shutdown(plan: RunPlan, timeout_s: float = 60) -> int | None:
+    """Stop the stack running from this plan's runtime dir (supervisord stops every worker and nginx, then exits);
+    returns the pid that ran it, or None if nothing ran. Raises TimeoutError if it is still there after timeout_s."""
+    pid = supervisord_running(plan.socket)
+    if pid is None:
+        return None
+    try:
+        rpc(plan.socket).supervisor.shutdown()
+    except (OSError, xmlrpc.client.Fault):
+        pass  # already on its way out
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"supervisord (pid {pid}) still runs {timeout_s:.0f} s after shutdown")
+        time.sleep(0.1)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a zombie has stopped; only its parent can reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _get_status(
@@ -86,12 +120,12 @@ def healthz(s: Settings, timeout: float = 5.0) -> int | None:
     return _get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
 
 
-def workers(layout: Layout) -> list[Worker]:
+def workers(plan: RunPlan) -> list[Worker]:
     """Every worker process of the stack, as supervisord sees it, with a probe of each."""
-    s = layout.settings
+    s = plan.settings
     pools = {pool.program: pool for pool in s.pools}
     found = []
-    for info in rpc(layout.socket).supervisor.getAllProcessInfo():
+    for info in rpc(plan.socket).supervisor.getAllProcessInfo():
         pool = pools.get(info["group"])
         if pool is None:
             continue
@@ -113,18 +147,9 @@ def workers(layout: Layout) -> list[Worker]:
     return found
 
 
-def log_tail(layout: Layout, process_name: str, lines: int = 20) -> str:
-    path = layout.settings.log_dir / f"{process_name}.log"
+def log_tail(plan: RunPlan, process_name: str, lines: int = 20) -> str:
+    path = plan.process_log(process_name)
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-if __name__ == "__main__":
-    # python -m bokeh_stack.supervision SOCKET: exit 0 if a supervisord answers there (provisioners' `unless`).
-    import sys
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m bokeh_stack.supervision SOCKET")
-    sys.exit(0 if supervisord_running(Path(sys.argv[1])) else 1)

@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
+from harness.stack import RunningStack, build_wheel, start_stack
+
 from .docker_engine import ensure_base_image, start_engine, stop_engine
-from .stack import RunningStack, start_stack
 
 
 @pytest.fixture
@@ -40,3 +41,9 @@ def engine():
         yield engine
     finally:
         stop_engine(engine)
+
+
+@pytest.fixture(scope="session")
+def wheel():
+    """The bokeh-stack wheel, built once a run from this checkout (`make wheel`)."""
+    return build_wheel()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .stack import ROOT
+from harness.stack import ROOT
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.bench]
 

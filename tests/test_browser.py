@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .stack import SHIPPED_APPS, TEST_APPS
+from harness.stack import SHIPPED_APPS, TEST_APPS
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 playwright = pytest.importorskip("playwright.sync_api")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 
-from .stack import SHIPPED_APPS, counter_apps, free_ports, wait_for
+from harness.stack import SHIPPED_APPS, counter_apps, free_ports, wait_for
 
 
 def bokeh_stack(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -99,3 +100,14 @@ def test_status_then_sigterm_stops_everything(stacks, tmp_path):
     )
     result = bokeh_stack("status", "--settings", str(stack.settings_file))
     assert result.returncode == 1 and "no stack is running" in result.stderr
+
+
+def test_the_console_script_and_python_m_render_the_same_configs(tmp_path):
+    """Salt runs `bokeh-stack`, a user `python -m bokeh_stack`: a reload must not restart every worker for it."""
+    out = tmp_path / "out"
+    script = Path(sys.executable).with_name("bokeh-stack")
+    first = subprocess.run([str(script), "render", "--apps", str(SHIPPED_APPS), "--out", str(out)], capture_output=True)
+    assert first.returncode == 0, first.stderr
+    again = bokeh_stack("render", "--apps", str(SHIPPED_APPS), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("0 file(s) changed"), again.stdout

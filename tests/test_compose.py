@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bokeh_stack.pageview import page_view
-
-from .docker_engine import Engine
-from .stack import (
+from harness.pageview import page_view
+from harness.stack import (
     ROOT,
     TEST_APPS,
     during_page_views,
@@ -28,6 +26,8 @@ from .stack import (
     run,
     wait_for,
 )
+
+from .docker_engine import Engine
 
 pytestmark = pytest.mark.docker
 SHIPPED = ["cosine", "lifecycle", "press_me", "random_walk", "streaming"]

@@ -22,9 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bokeh_stack.pageview import open_page, page_view
-
-from .stack import (
+from harness.pageview import open_page, page_view
+from harness.stack import (
     SHIPPED_APPS,
     counter_apps,
     free_ports,

@@ -11,22 +11,22 @@ from supervisor.options import ServerOptions
 
 from bokeh_stack import render as rendering
 from bokeh_stack import static_files, worker
-from bokeh_stack.render import Layout, RenderError
+from bokeh_stack.plan import RunPlan
+from bokeh_stack.render import RenderError
 from bokeh_stack.settings import load
+from harness.stack import SHIPPED_APPS, counter_apps
 
-from .stack import SHIPPED_APPS, counter_apps
 
-
-def rendered(tmp_path, **overrides) -> Layout:
+def rendered(tmp_path, **overrides) -> RunPlan:
     settings = load(
         environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path / "run"), **overrides}
     )
-    layout = Layout(settings)
+    layout = RunPlan(settings)
     rendering.render(layout)
     return layout
 
 
-def supervisord_programs(layout: Layout) -> dict[str, list]:
+def supervisord_programs(layout: RunPlan) -> dict[str, list]:
     options = ServerOptions()
     options.configfile = str(layout.supervisord_conf)
     options.environ_expansions["ENV_BOKEH_SECRET_KEY"] = "x" * 40
@@ -50,7 +50,7 @@ def test_nginx_accepts_the_rendered_config(tmp_path, overrides):
 
 def test_a_config_nginx_refuses_is_reported_with_nginxs_words(tmp_path):
     layout = rendered(tmp_path)
-    conf = layout.conf_dir / "bokeh-stack.conf"
+    conf = layout.nginx_site_conf
     conf.write_text(conf.read_text().replace("proxy_buffering off;", "proxy_buffering sometimes;", 1))
     with pytest.raises(RenderError, match='invalid value "sometimes"'):
         rendering.nginx_test(layout)
@@ -59,7 +59,7 @@ def test_a_config_nginx_refuses_is_reported_with_nginxs_words(tmp_path):
 def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
     layout = rendered(tmp_path)
     before = {p: p.read_text() for p in layout.run_dir.rglob("*.conf")}
-    bad = dataclasses.replace(layout, nginx_user="no-such-user-here")
+    bad = RunPlan(dataclasses.replace(layout.settings, user="no-such-user-here"))
     with pytest.raises(RenderError, match="no-such-user-here"):
         rendering.render_checked(bad)
     assert {p: p.read_text() for p in layout.run_dir.rglob("*.conf")} == before
@@ -68,13 +68,13 @@ def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
 
 def test_roles_balancer_and_worker(tmp_path):
     layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
-    balancer = dataclasses.replace(layout, with_workers=False)
+    balancer = RunPlan(dataclasses.replace(layout.settings, role="balancer"))
     rendering.render_checked(balancer)
     assert set(supervisord_programs(balancer)) == {"nginx"}
-    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    conf = layout.nginx_site_conf.read_text()
     assert "server 10.0.0.5:5100 " in conf and "server localhost:5101 " in conf
 
-    worker_host = dataclasses.replace(layout, with_nginx=False, worker_user="nobody")
+    worker_host = RunPlan(dataclasses.replace(layout.settings, role="worker", user="nobody"))
     rendering.render_checked(worker_host)
     programs = supervisord_programs(worker_host)
     assert set(programs) == {"bokeh_default", "bokeh_default_watchdog"}
@@ -95,7 +95,7 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
         assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
         for process, port in zip(processes, pool.ports, strict=True):
             command = process.command.split()
-            assert command[-3:] == ["bokeh_stack.worker", str(layout.args_dir / f"{pool.program}.args"), str(port)]
+            assert command[-3:] == ["bokeh_stack.worker", str(layout.args_file(pool)), str(port)]
             argv = worker.read_args(command[-2], str(port))
             assert argv[0] == "serve" and argv[argv.index("--port") + 1] == str(port)
             assert argv[argv.index("--address") + 1] == "127.0.0.1"
@@ -112,7 +112,7 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
 
 def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
     layout = rendered(tmp_path, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
-    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    conf = layout.nginx_site_conf.read_text()
     upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))
     assert "hash $bokeh_affinity;" in upstreams["bokeh_default"]
     assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
@@ -132,7 +132,7 @@ def test_the_index_lists_every_app_with_its_docstring(tmp_path):
 def test_templates_escape_html_from_app_docstrings(tmp_path):
     apps = counter_apps(tmp_path / "apps", ["x"])
     (apps / "x" / "main.py").write_text('"""<script>alert(1)</script>\n\nA & B."""\n')
-    layout = Layout(load(environ={}, overrides={"apps_dir": str(apps), "runtime_dir": str(tmp_path / "run")}))
+    layout = RunPlan(load(environ={}, overrides={"apps_dir": str(apps), "runtime_dir": str(tmp_path / "run")}))
     rendering.render(layout)
     index = (layout.html_dir / "index.html").read_text()
     assert "<script>" not in index and "&lt;script&gt;" in index and "A &amp; B." in index
@@ -158,6 +158,6 @@ def test_bokehjs_is_served_from_a_precompressed_tree(tmp_path):
     assert not static_files.build(source, tree), "a complete tree was built again"
 
     layout = rendered(tmp_path / "stack")
-    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    conf = layout.nginx_site_conf.read_text()
     assert f'alias "{layout.static_tree}/";' in conf and "gzip_static on;" in conf
     assert (layout.static_tree / "js" / "bokeh.min.js.gz").exists()

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bokeh_stack.pageview import page_view
-
-from .stack import (
+from harness.pageview import page_view
+from harness.stack import (
     ROOT,
     TEST_APPS,
     Execution,
@@ -126,7 +125,7 @@ def start_host(engine, tmp: Path, pillar: dict, port: int | None = None, network
 
 
 @pytest.fixture(scope="module")
-def host(engine, host_image, tmp_path_factory):
+def host(engine, host_image, tmp_path_factory, wheel):
     port = free_ports(1)
     settings = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
     host = start_host(engine, tmp_path_factory.mktemp("single"), {"settings": settings}, port=port)
@@ -206,7 +205,7 @@ def test_clean_removes_what_the_formula_installed(host):
     assert http_status(host.url("/healthz")) is None
 
 
-def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_factory):
+def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_factory, wheel):
     """One balancer and two worker hosts on a private network; page views through the balancer's published port."""
     network = f"bokeh-salt-net-{uuid.uuid4().hex[:8]}"
     engine.docker("network", "create", network)
@@ -262,7 +261,7 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
 SSH_IMAGE = "bokeh-stack-ssh-host:test"
 
 
-def test_salt_ssh_from_a_workstation(engine, tmp_path):
+def test_salt_ssh_from_a_workstation(engine, tmp_path, wheel):
     """salt-ssh from this machine (the workstation) to a fresh Debian host with only python3 and sshd."""
     salt_ssh = ROOT / ".venv-salt" / "bin" / "salt-ssh"
     if not salt_ssh.exists():

@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from bokeh_stack import render as rendering
-from bokeh_stack.render import Layout
+from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
-
-from .stack import ROOT, SHIPPED_APPS
+from harness.stack import ROOT, SHIPPED_APPS
 
 pytestmark = pytest.mark.salt
 SALT_CALL = ROOT / ".venv-salt" / "bin" / "salt-call"
@@ -51,13 +50,14 @@ def arg(state: dict, name: str):
     return next(a[name] for a in args if isinstance(a, dict) and name in a)
 
 
-def rendered_settings(states: dict, tmp_path: Path, **layout: bool) -> Layout:
+def rendered_settings(states: dict, tmp_path: Path) -> RunPlan:
     """The settings file the formula writes, loaded by bokeh-stack and rendered (the apps from this checkout)."""
     settings = yaml.safe_load(arg(states["bokeh-config-settings"], "contents"))
-    settings.update(apps_dir=str(SHIPPED_APPS), runtime_dir=str(tmp_path / "run"), log_dir="", secret_file="")
+    assert settings["user"] == "bokeh"  # the formula's system user, which this machine does not have
+    settings.update(apps_dir=str(SHIPPED_APPS), runtime_dir=str(tmp_path / "run"), log_dir="", user="")
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(settings))
-    result = Layout(load(path, environ={}), **layout)
+    result = RunPlan(load(path, environ={}))
     rendering.render_checked(result)
     return result
 
@@ -66,16 +66,21 @@ def test_single_host_default_pillar(tmp_path):
     states = show_sls(tmp_path, {})
     assert list(states) == [
         "bokeh-package-installed", "bokeh-package-distro-nginx-stopped", "bokeh-user-group", "bokeh-user",
-        "bokeh-venv-source-bokeh_stack", "bokeh-venv-source-nginx", "bokeh-venv-source-supervisor",
-        "bokeh-venv-lock", "bokeh-venv-created", "bokeh-venv-dependencies", "bokeh-venv-package-path",
-        "bokeh-apps", "bokeh-config-directories", "bokeh-config-settings", "bokeh-config-secret",
+        "bokeh-venv-lock", "bokeh-venv-wheel", "bokeh-venv-created", "bokeh-venv-dependencies", "bokeh-venv-package",
+        "bokeh-apps", "bokeh-config-directory", "bokeh-config-settings", "bokeh-config-secret",
         "bokeh-config-applied", "bokeh-service-running",
     ]  # fmt: skip
     assert "nginx" in arg(states["bokeh-package-installed"], "pkgs")
-    apply = arg(states["bokeh-config-applied"], "name")
-    assert apply.endswith("apply --stateful --settings /etc/bokeh-stack/settings.yaml --role all --user bokeh --daemon")
+    stack, settings = "/opt/bokeh-stack/venv/bin/bokeh-stack", "--settings /etc/bokeh-stack/settings.yaml"
+    # Every command is bokeh-stack's, given only the settings file: it derives every path from it.
+    assert arg(states["bokeh-config-applied"], "name") == f"{stack} apply --stateful {settings}"
+    assert arg(states["bokeh-config-secret"], "name") == f"{stack} secret --stateful {settings}"
+    assert arg(states["bokeh-service-running"], "name") == f"{stack} supervisord --daemon {settings}"
+    assert arg(states["bokeh-service-running"], "unless") == f"{stack} status --quiet {settings}"
+    assert arg(states["bokeh-venv-wheel"], "source") == "salt://dist"
     layout = rendered_settings(states, tmp_path)
     assert layout.settings.port == 80 and layout.settings.apps == tuple(sorted(p.name for p in SHIPPED_APPS.iterdir()))
+    assert layout.settings.role == "all"
 
 
 def test_multi_host_pillars(tmp_path):
@@ -84,9 +89,9 @@ def test_multi_host_pillars(tmp_path):
         "settings": {"worker_hosts": ["10.0.0.11", "10.0.0.12"], "server_names": ["dashboards.example.org"]},
     })  # fmt: skip
     assert "bokeh-config-secret" not in balancer, "a balancer needs no secret"
-    assert "--role balancer" in arg(balancer["bokeh-config-applied"], "name")
-    layout = rendered_settings(balancer, tmp_path / "b", with_workers=False)
-    conf = (layout.conf_dir / "bokeh-stack.conf").read_text()
+    layout = rendered_settings(balancer, tmp_path / "b")
+    assert layout.settings.role == "balancer" and not layout.with_workers
+    conf = layout.nginx_site_conf.read_text()
     assert "server 10.0.0.11:5100 " in conf and "server 10.0.0.12:5101 " in conf
 
     worker = show_sls(tmp_path / "w", {
@@ -95,9 +100,11 @@ def test_multi_host_pillars(tmp_path):
     })  # fmt: skip
     assert "nginx" not in arg(worker["bokeh-package-installed"], "pkgs")
     assert "bokeh-package-distro-nginx-stopped" not in worker
-    assert arg(worker["bokeh-config-secret"], "contents_pillar") == "bokeh:secret"
-    assert arg(worker["bokeh-config-secret"], "show_changes") is False
-    layout = rendered_settings(worker, tmp_path / "w", with_nginx=False)
+    # The pillar's secret reaches bokeh-stack on its standard input: never on a command line, never in output.
+    assert arg(worker["bokeh-config-secret"], "stdin") == "x" * 48
+    assert "x" * 48 not in arg(worker["bokeh-config-secret"], "name")
+    assert arg(worker["bokeh-config-secret"], "output_loglevel") == "quiet"
+    layout = rendered_settings(worker, tmp_path / "w")
     args = (layout.args_dir / "bokeh_default.args").read_text().splitlines()
     assert args[args.index("--address") + 1] == "10.0.0.11"
     # Bokeh reads a missing port as :80, on both sides: https://host (443) must be listed without one.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
-from bokeh_stack.settings import SettingsError, load
-
-from .stack import SHIPPED_APPS, counter_apps
+from bokeh_stack.settings import Settings, SettingsError, load, load_defaults
+from harness.stack import ROOT, SHIPPED_APPS, counter_apps
 
 
 def problems(**kwargs) -> list[str]:
@@ -23,7 +27,23 @@ def test_zero_configuration_serves_every_app_from_one_pool():
     assert s.worker_ports == [5100, 5101]
     assert s.port == 8080 and s.worker_address == "127.0.0.1"
     assert s.public_origins == ("localhost:8080", "127.0.0.1:8080")
-    assert s.secret_file == SHIPPED_APPS.parent / ".run" / "secret"
+    assert s.role == "all" and s.user == ""
+
+
+def test_the_runtime_dir_defaults_to_the_users_state_directory(tmp_path):
+    """`bokeh-stack up` run anywhere writes nothing where it is run."""
+    s = load(environ={"XDG_STATE_HOME": str(tmp_path / "state")}, overrides={"apps_dir": str(SHIPPED_APPS)})
+    assert s.runtime_dir == tmp_path / "state" / "bokeh-stack"
+    assert s.secret_file == s.runtime_dir / "secret" and s.log_dir == s.runtime_dir / "logs"
+    assert load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS)}).runtime_dir == (
+        Path.home() / ".local" / "state" / "bokeh-stack"
+    )
+
+
+def test_every_setting_in_the_defaults_is_a_field_of_the_settings():
+    """defaults.yaml holds each setting's default and documentation, Settings its type: the same names."""
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert fields == set(load_defaults()), fields ^ set(load_defaults())
 
 
 def test_layers_override_in_order_file_environment_flags(tmp_path):
@@ -73,6 +93,9 @@ def test_unknown_keys_are_named_with_a_suggestion(tmp_path):
         ({"public_origins": ["http://x"]}, "public_origins: 'http://x' is not host[:port]"),
         ({"session": {"keep_alive_ms": 0}}, "session.keep_alive_ms must be positive, got 0"),
         ({"runtime_dir": "/tmp/a;b"}, "runtime_dir: '/tmp/a;b' contains characters not allowed in a path here: ';'"),
+        ({"role": "nginx"}, "role must be one of all, balancer, worker, got 'nginx'"),
+        ({"user": "bad user"}, "user must be a user name (or empty: the user who starts the stack), got 'bad user'"),
+        ({"worker_fix_mismatch": "ignore"}, "worker_fix_mismatch must be stop or warn, got 'ignore'"),
     ],
 )
 def test_bad_settings_get_a_clear_error(overrides, message):
@@ -157,3 +180,35 @@ def test_a_broken_settings_file(tmp_path):
     assert problems(settings_file=tmp_path / "none.yaml", environ={}) == [
         f"cannot read settings file {tmp_path / 'none.yaml'}: No such file or directory"
     ]
+
+
+# Variables the compose file uses that are not settings: where the port is published.
+COMPOSE_ONLY = {"BOKEH_STACK_PUBLISH"}
+
+
+def _env_fallbacks() -> list[tuple[str, str, str]]:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    found = [("docker-compose.yml", n, v) for n, v in re.findall(r"\$\{(BOKEH_STACK_\w+):-([^}]*)\}", compose)]
+    example = (ROOT / ".env.example").read_text()
+    found += [(".env.example", n, v) for n, v in re.findall(r"^(BOKEH_STACK_\w+)=(.*)$", example, re.M)]
+    return [f for f in found if f[1] not in COMPOSE_ONLY]
+
+
+@pytest.mark.parametrize("source, name, value", _env_fallbacks(), ids=lambda v: str(v))
+def test_compose_and_env_example_restate_only_the_defaults(source, name, value):
+    """What docker-compose.yml falls back to, and .env.example shows, is the default itself (defaults.yaml)."""
+    base = {"BOKEH_STACK_APPS_DIR": str(SHIPPED_APPS), "BOKEH_STACK_RUNTIME_DIR": "/tmp/unused"}
+    assert load(environ={**base, name: value}) == load(environ=base), f"{source}: {name}={value}"
+
+
+def test_the_pillar_example_holds_valid_settings():
+    pillar = yaml.safe_load((ROOT / "salt" / "pillar.example").read_text())
+    settings = load(environ={}, overrides={**pillar["bokeh"]["settings"], "apps_dir": str(SHIPPED_APPS)})
+    assert settings.port == 80 and [p.name for p in settings.pools] == ["default", "heavy"]
+
+
+def test_the_compose_images_are_tagged_with_the_package_version():
+    from bokeh_stack import __version__
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {service["image"].rsplit(":", 1)[1] for service in services.values()} == {__version__}

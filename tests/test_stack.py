@@ -15,9 +15,8 @@ import urllib.request
 import pytest
 import yaml
 
-from bokeh_stack.pageview import PageViewError, open_page, page_view
-
-from .stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
+from harness.pageview import PageViewError, open_page, page_view
+from harness.stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -270,9 +269,9 @@ def test_apply_changes_only_what_changed(stacks, tmp_path):
     changed = apply()
     assert changed.startswith("changed=yes") and "reloaded nginx" in changed
     assert all(f"restarted bokeh_default_{port}" in changed for port in stack.settings.worker_ports)
-    args = (stack.layout.args_dir / "bokeh_default.args").read_text().splitlines()
+    args = stack.plan.args_file(stack.settings.pools[0]).read_text().splitlines()
     assert args[args.index("--keep-alive") + 1] == "20000"
-    assert "proxy_read_timeout 60s;" in (stack.layout.conf_dir / "bokeh-stack.conf").read_text()
+    assert "proxy_read_timeout 60s;" in stack.plan.nginx_site_conf.read_text()
     assert all(w.pid != before[w.name] for w in stack.workers())
     assert run(page_view(stack.url("/counter"))).document.roots
     assert apply() == "changed=no comment='up to date'"

@@ -1,14 +1,11 @@
-{%- from "bokeh/map.jinja" import bokeh, running with context %}
+{%- from "bokeh/map.jinja" import bokeh, stack, stack_args, running with context %}
 {#- Removes what the formula installed: the stack (stopped first), its files, its user. The distribution's
     packages (python3, nginx) stay: other software may use them. -#}
 
-# supervisorctl shutdown returns at once; wait (60 s at most) until supervisord has stopped everything and exited.
+# Returns once supervisord has stopped everything and exited.
 bokeh-clean-stopped:
   cmd.run:
-    - name: >-
-        pid=$(cat {{ bokeh.runtime_dir }}/supervisord.pid) &&
-        {{ bokeh.venv }}/bin/supervisorctl -c {{ bokeh.runtime_dir }}/supervisord.conf shutdown &&
-        for i in $(seq 300); do grep -qs "^State:[[:space:]]*[^Z]" /proc/$pid/status || exit 0; sleep 0.2; done; exit 1
+    - name: {{ stack }} stop {{ stack_args }}
     - onlyif: {{ running }}
 
 {%- if bokeh.systemd %}

@@ -5,12 +5,9 @@ include:
   - bokeh.venv
   - bokeh.apps
 
-bokeh-config-directories:
+bokeh-config-directory:
   file.directory:
-    - names:
-      - {{ bokeh.config_dir }}
-      - {{ bokeh.runtime_dir }}
-      - {{ bokeh.log_dir }}
+    - name: {{ bokeh.config_dir }}
     - mode: "0755"
     - makedirs: True
 
@@ -22,25 +19,23 @@ bokeh-config-settings:
         {{ bokeh.settings | yaml(False) | indent(8) }}
     - mode: "0644"
     - require:
-      - file: bokeh-config-directories
+      - file: bokeh-config-directory
 
 {%- if bokeh.worker %}
 
-# One secret signs every worker's session ids: from the pillar, or generated here once and never shown.
+# One secret signs every worker's session ids: from the pillar, or generated here once; never shown.
 bokeh-config-secret:
-{%- if bokeh.secret %}
-  file.managed:
-    - name: {{ bokeh.secret_file }}
-    - contents_pillar: bokeh:secret
-    - mode: "0600"
-    - show_changes: False
-{%- else %}
   cmd.run:
-    - name: {{ bokeh.venv }}/bin/python -m bokeh_stack.secret {{ bokeh.secret_file }}
-    - creates: {{ bokeh.secret_file }}
-    - require:
-      - cmd: bokeh-venv-package-path
+    - name: {{ stack }} secret --stateful {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
+    - stateful:
+      - test_name: {{ stack }} secret --stateful --dry-run {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
+{%- if bokeh.secret %}
+    - stdin: {{ bokeh.secret | json }}
+    - output_loglevel: quiet
 {%- endif %}
+    - require:
+      - cmd: bokeh-venv-package
+      - file: bokeh-config-settings
     - require_in:
       - cmd: bokeh-config-applied
 {%- endif %}
@@ -53,7 +48,7 @@ bokeh-config-applied:
     - stateful:
       - test_name: {{ stack }} apply --stateful --dry-run {{ stack_args }}
     - require:
-      - cmd: bokeh-venv-package-path
+      - cmd: bokeh-venv-package
       - file: bokeh-config-settings
       - file: bokeh-apps
       - user: bokeh-user

@@ -1,5 +1,4 @@
-{%- from "bokeh/map.jinja" import bokeh, running with context %}
-{%- set conf = bokeh.runtime_dir ~ "/supervisord.conf" %}
+{%- from "bokeh/map.jinja" import bokeh, stack, stack_args, running with context %}
 
 include:
   - bokeh.config
@@ -13,7 +12,8 @@ bokeh-service-unit:
     - source: salt://bokeh/files/bokeh-stack.service.jinja
     - template: jinja
     - context:
-        bokeh: {{ bokeh | json }}
+        stack: {{ stack }}
+        stack_args: {{ stack_args }}
 
 bokeh-service-running:
   service.running:
@@ -28,7 +28,7 @@ bokeh-service-running:
 # No systemd as PID 1 (a container, a chroot): service.running would do nothing, so start supervisord here.
 bokeh-service-running:
   cmd.run:
-    - name: BOKEH_SECRET_KEY="$(cat {{ bokeh.secret_file }} 2>/dev/null)" {{ bokeh.venv }}/bin/supervisord -c {{ conf }}
+    - name: {{ stack }} supervisord --daemon {{ stack_args }}
     - unless: {{ running }}
     - require:
       - cmd: bokeh-config-applied

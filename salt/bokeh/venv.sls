@@ -3,21 +3,20 @@
 include:
   - bokeh.package
 
-{%- for part in ("bokeh_stack", "nginx", "supervisor") %}
-
-bokeh-venv-source-{{ part }}:
-  file.recurse:
-    - name: {{ bokeh.root }}/{{ part }}
-    - source: {{ bokeh.source }}{{ part }}
-    - clean: True
-    - exclude_pat: E@__pycache__
-    - makedirs: True
-{%- endfor %}
-
 bokeh-venv-lock:
   file.managed:
     - name: {{ bokeh.root }}/requirements.lock
     - source: {{ bokeh.source }}requirements.lock
+    - makedirs: True
+
+# The bokeh-stack wheel, built once from the checkout (`make wheel`): the same package the images install.
+bokeh-venv-wheel:
+  file.recurse:
+    - name: {{ bokeh.root }}/dist
+    - source: {{ bokeh.source }}dist
+    - include_pat: "*.whl"
+    - clean: True
+    - makedirs: True
 
 bokeh-venv-created:
   cmd.run:
@@ -36,11 +35,14 @@ bokeh-venv-dependencies:
       - cmd: bokeh-venv-created
       - file: bokeh-venv-lock
 
-# bokeh_stack is imported from {{ bokeh.root }}, beside the templates it renders.
-bokeh-venv-package-path:
+# bokeh-stack itself; installed again only when the wheel changes.
+bokeh-venv-package:
   cmd.run:
-    - name: {{ bokeh.venv }}/bin/python -c "import site; open(site.getsitepackages()[0] + '/bokeh-stack.pth', 'w').write('{{ bokeh.root }}\n')"
-    - unless: cd / && {{ bokeh.venv }}/bin/python -c "import bokeh_stack"
+    - name: >-
+        {{ bokeh.venv }}/bin/pip install --quiet --no-deps --force-reinstall {{ bokeh.root }}/dist/*.whl &&
+        sha256sum {{ bokeh.root }}/dist/*.whl > {{ bokeh.venv }}/installed-wheel.sha256
+    - unless: sha256sum {{ bokeh.root }}/dist/*.whl | cmp -s - {{ bokeh.venv }}/installed-wheel.sha256
+    - env: {{ bokeh.pip_env | json }}
     - require:
       - cmd: bokeh-venv-dependencies
-      - file: bokeh-venv-source-bokeh_stack
+      - file: bokeh-venv-wheel

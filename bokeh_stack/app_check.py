@@ -1,4 +1,4 @@
-"""Check that an app builds its document: `python -m bokeh_stack.apps DIR` runs one app's code, the way a
+"""Check that an app builds its document: `python -m bokeh_stack.app_check DIR` runs one app's code, the way a
 worker does for a new session, and exits non-zero with the app's own error if it fails."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def check_apps(apps_dir: Path, apps: list[str], timeout: float = 60.0) -> dict[s
     def one(app: str) -> str | None:
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "bokeh_stack.apps", str(apps_dir / app)],
+                [sys.executable, "-m", "bokeh_stack.app_check", str(apps_dir / app)],
                 capture_output=True,
                 text=True,
                 timeout=timeout,

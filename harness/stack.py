@@ -21,13 +21,14 @@ from typing import Any, NamedTuple
 import yaml
 
 from bokeh_stack import supervision
-from bokeh_stack.pageview import PageView, page_view
-from bokeh_stack.render import Layout
+from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
+
+from .pageview import PageView, page_view
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_APPS = ROOT / "apps"
-TEST_APPS = Path(__file__).resolve().parent / "apps"
+TEST_APPS = ROOT / "tests" / "apps"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -80,6 +81,14 @@ def read_executions(record: Path) -> list[Execution]:
     return [Execution(int(p), s, a, h) for p, s, a, h in (line.split() for line in record.read_text().splitlines())]
 
 
+def build_wheel() -> Path:
+    """`make wheel`: the bokeh-stack wheel in dist/, the one the Salt formula installs."""
+    result = subprocess.run(["make", "-s", "-C", str(ROOT), "wheel"], capture_output=True, text=True)
+    assert result.returncode == 0, f"make wheel failed:\n{result.stdout}{result.stderr}"
+    [wheel] = (ROOT / "dist").glob("bokeh_stack-*.whl")
+    return wheel
+
+
 def counter_apps(directory: Path, names: list[str]) -> Path:
     """An apps dir holding the counter app under each of `names`."""
     for name in names:
@@ -99,20 +108,20 @@ class RunningStack:
         self.settings = load(self.settings_file)
 
     @property
-    def layout(self) -> Layout:
-        return Layout(self.settings)
+    def plan(self) -> RunPlan:
+        return RunPlan(self.settings)
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.settings.port}{self.settings.prefix}{path}"
 
     def rpc(self):
-        return supervision.rpc(self.layout.socket).supervisor
+        return supervision.rpc(self.plan.socket).supervisor
 
     def executions(self) -> list[Execution]:
         return read_executions(self.record)
 
     def workers(self) -> list[supervision.Worker]:
-        return supervision.workers(self.layout)
+        return supervision.workers(self.plan)
 
     def log(self) -> str:
         return self.output.read_text(errors="replace")

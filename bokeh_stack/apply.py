@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import supervision
-from .render import Layout, render_checked
+from .plan import RunPlan
+from .render import render_checked
 from .settings import Pool
 
 READY_TIMEOUT_S = 60
 
 
-class ReloadError(RuntimeError):
+class ApplyError(RuntimeError):
     pass
 
 
@@ -30,20 +31,20 @@ class Applied:
     running: bool = False
 
 
-def apply(layout: Layout, restart_all: bool = False, log: Callable[[str], None] = print) -> Applied:
-    changed = set(render_checked(layout))
+def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] = print) -> Applied:
+    changed = set(render_checked(plan))
     result = Applied(changed_files=sorted(str(p) for p in changed))
-    if supervision.supervisord_running(layout.socket) is None:
+    if supervision.supervisord_running(plan.socket) is None:
         return result
     result.running = True
-    sup = supervision.rpc(layout.socket).supervisor
+    sup = supervision.rpc(plan.socket).supervisor
 
     def act(message: str) -> None:
         result.actions.append(message)
         log(f"bokeh-stack: {message}")
 
     replaced: set[str] = set()
-    if layout.supervisord_conf in changed:
+    if plan.supervisord_conf in changed:
         [[added, modified, removed]] = sup.reloadConfig()
         for group in removed:
             sup.stopProcessGroup(group)
@@ -60,23 +61,23 @@ def apply(layout: Layout, restart_all: bool = False, log: Callable[[str], None] 
             replaced.add(group)
             act(f"started {group}")
 
-    nginx_confs = {layout.conf_dir / "nginx.conf", layout.conf_dir / "bokeh-stack.conf"}
-    if layout.with_nginx and changed & nginx_confs and "nginx" not in replaced:
+    nginx_confs = {plan.nginx_conf, plan.nginx_site_conf}
+    if plan.with_nginx and changed & nginx_confs and "nginx" not in replaced:
         sup.signalProcess("nginx", "HUP")
         act("reloaded nginx")
 
-    if layout.with_workers:
-        for pool in layout.settings.pools:
-            args_changed = layout.args_dir / f"{pool.program}.args" in changed
+    if plan.with_workers:
+        for pool in plan.settings.pools:
+            args_changed = plan.args_file(pool) in changed
             if pool.program not in replaced and (restart_all or args_changed):
-                rolling_restart(layout, pool, act)
+                rolling_restart(plan, pool, act)
     return result
 
 
-def rolling_restart(layout: Layout, pool: Pool, act: Callable[[str], None]) -> None:
+def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None]) -> None:
     """Restart a pool's workers one at a time; each must answer its probe before the next one stops."""
-    sup = supervision.rpc(layout.socket).supervisor
-    s = layout.settings
+    sup = supervision.rpc(plan.socket).supervisor
+    s = plan.settings
     for port in pool.ports:
         name = f"{pool.program}:{pool.program}_{port}"
         sup.stopProcess(name)
@@ -84,6 +85,6 @@ def rolling_restart(layout: Layout, pool: Pool, act: Callable[[str], None]) -> N
         deadline = time.monotonic() + READY_TIMEOUT_S
         while supervision.probe(s.worker_address, port, s.prefix) is None:
             if time.monotonic() > deadline:
-                raise ReloadError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
+                raise ApplyError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
             time.sleep(0.1)
         act(f"restarted {pool.program}_{port}")

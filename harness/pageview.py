@@ -125,7 +125,7 @@ async def open_page(
     for attempt, delay in enumerate(RECONNECT_DELAYS_S):
         await asyncio.sleep(delay)
         try:
-            ws, receiver, document = await _connect_and_pull(
+            ws, receiver, document = await connect_and_pull(
                 url, token, ws_headers, max(deadline - time.monotonic(), 1), ca_certs
             )
             break
@@ -140,7 +140,7 @@ async def open_page(
     return view
 
 
-async def _connect_and_pull(
+async def connect_and_pull(
     url: str, token: str, headers: dict[str, str], timeout: float, ca_certs: str | None = None
 ) -> tuple[WebSocketClientConnection, Receiver, Document]:
     request = HTTPRequest(

@@ -1,0 +1,150 @@
+"""The run plan: where every file of a running stack lives and which programs it runs, derived from the settings
+in this one place. The templates, the CLI, the container entrypoint and the Salt formula (through the CLI) take
+their paths from here; `bokeh-stack plan` prints them."""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import Pool, Settings
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+def this_python() -> str:
+    """This environment's interpreter by one name, however bokeh-stack was started (`bokeh-stack` runs
+    bin/python3, `python -m bokeh_stack` bin/python): the rendered worker commands must not differ with it."""
+    python3 = Path(sys.prefix) / "bin" / "python3"
+    return str(python3) if python3.exists() else sys.executable
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    settings: Settings
+    python: str = field(default_factory=this_python)
+    nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
+    euid: int = field(default_factory=os.geteuid)
+
+    # What runs here (setting `role`).
+    @property
+    def with_nginx(self) -> bool:
+        return self.settings.role in ("all", "balancer")
+
+    @property
+    def with_workers(self) -> bool:
+        return self.settings.role in ("all", "worker")
+
+    # Who runs it. Only root can name users; by default everything runs as the user who starts the stack (named
+    # explicitly when that is root, so that supervisord and nginx do not fall back to users of their own).
+    @property
+    def worker_user(self) -> str | None:
+        return self.settings.user or None
+
+    @property
+    def nginx_user(self) -> str | None:
+        return self.settings.user or (getpass.getuser() if self.euid == 0 else None)
+
+    @property
+    def supervisord_user(self) -> str | None:
+        return None if self.settings.user else (getpass.getuser() if self.euid == 0 else None)
+
+    # Where everything is.
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.runtime_dir
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.log_dir
+
+    @property
+    def secret_file(self) -> Path:
+        return self.settings.secret_file
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def supervisord_pid(self) -> Path:
+        return self.run_dir / "supervisord.pid"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def args_dir(self) -> Path:
+        return self.run_dir / "workers"
+
+    def args_file(self, pool: Pool) -> Path:
+        return self.args_dir / f"{pool.program}.args"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.run_dir / "nginx"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.conf_dir / "nginx.conf"
+
+    @property
+    def nginx_site_conf(self) -> Path:
+        """The http-level part (upstreams, servers), included by nginx.conf; a system nginx can include it too."""
+        return self.conf_dir / "bokeh-stack.conf"
+
+    @property
+    def nginx_pid(self) -> Path:
+        return self.run_dir / "nginx.pid"
+
+    @property
+    def nginx_temp(self) -> Path:
+        return self.run_dir / "nginx-temp"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.run_dir / "html"
+
+    @property
+    def static_tree(self) -> Path:
+        from bokeh import __version__
+
+        from . import static_files
+
+        return static_files.tree_for(self.run_dir, __version__)
+
+    def process_log(self, process_name: str) -> Path:
+        return self.log_dir / f"{process_name}.log"
+
+    @property
+    def error_log(self) -> str:
+        return "stderr" if self.settings.log_to_stdout else str(self.log_dir / "nginx-error.log")
+
+    @property
+    def access_log(self) -> str:
+        return "/dev/stdout" if self.settings.log_to_stdout else str(self.log_dir / "nginx-access.log")
+
+    def in_dir(self, directory: Path) -> RunPlan:
+        """The same plan with every runtime file under `directory` (a candidate config, `render --out`)."""
+        settings = dataclasses.replace(
+            self.settings, runtime_dir=directory, log_dir=directory / "logs", secret_file=directory / "secret"
+        )
+        return dataclasses.replace(self, settings=settings)
+
+    def paths(self) -> dict[str, str]:
+        """Every path of the plan by name (`bokeh-stack plan`)."""
+        names = [
+            "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
+            "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "error_log", "access_log",
+        ]  # fmt: skip
+        return {name: str(getattr(self, name)) for name in names}
