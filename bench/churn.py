@@ -14,7 +14,7 @@ import psutil
 from bench.setups import Setup
 from harness.pageview import page_view
 
-_CENSUS = re.compile(r"pid (\d+)\): (\d+) sessions, (\d+) live update callbacks, (\d+) documents in memory")
+_CENSUS = re.compile(r"pid (\d+)\): (\d+) sessions?, (\d+) live update callbacks?, (\d+) documents? in memory")
 
 
 @dataclass

@@ -32,6 +32,7 @@ class Applied:
 
 
 def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] = print) -> Applied:
+    before = {pool.program: _read(plan.args_file(pool)) for pool in plan.settings.pools}
     changed = set(render_checked(plan))
     result = Applied(changed_files=sorted(str(p) for p in changed))
     if supervision.supervisord_running(plan.socket) is None:
@@ -70,11 +71,30 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
         for pool in plan.settings.pools:
             args_changed = plan.args_file(pool) in changed
             if pool.program not in replaced and (restart_all or args_changed):
-                rolling_restart(plan, pool, act)
+                why = _why(before[pool.program], _read(plan.args_file(pool))) if args_changed else "reload"
+                rolling_restart(plan, pool, act, why)
     return result
 
 
-def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None]) -> None:
+def _read(path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _why(old: str, new: str) -> str:
+    """Why a pool's worker arguments changed: which apps' code (the `# app NAME DIGEST` lines), its settings."""
+    old_lines, new_lines = set(old.splitlines()), set(new.splitlines())
+    changed = old_lines ^ new_lines
+    apps = sorted({line.split()[2] for line in changed if line.startswith("# app ")})
+    reasons = [f"app code changed: {', '.join(apps)}"] if apps else []
+    if any(not line.startswith("# app ") for line in changed):
+        reasons.append("worker settings changed")
+    return "; ".join(reasons)
+
+
+def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None], why: str) -> None:
     """Restart a pool's workers one at a time; each must answer its probe before the next one stops."""
     sup = supervision.rpc(plan.socket).supervisor
     s = plan.settings
@@ -87,4 +107,4 @@ def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None]) -> No
             if time.monotonic() > deadline:
                 raise ApplyError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
             time.sleep(0.1)
-        act(f"restarted {pool.program}_{port}")
+        act(f"restarted {pool.program}_{port} ({why})")

@@ -1,36 +1,31 @@
-"""bokeh-stack: bring the stack up in the foreground; render its configs; apply a change to a running stack
-without downtime; check the apps and configs; show each worker's status; start or stop its supervisord."""
+"""bokeh-stack: serve Bokeh apps with nginx in front of supervised `bokeh serve` workers. `up` starts a stack,
+in the foreground or in the background; every other command acts on the stack that runs, with the settings `up`
+was started with (recorded in its runtime dir) and any change given to it."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, supervision
+from . import __version__, runner, supervision
 from . import apply as applying
 from . import render as rendering
 from .app_check import check_apps
+from .logs import LogsError, log_files, show
 from .plan import RunPlan, find_nginx
 from .render import RenderError
+from .runner import StackError
 from .secret import SecretError, ensure_secret, write_secret
-from .settings import ROLES, Settings, SettingsError, load
+from .settings import ROLES, Settings, SettingsError, load, write_record
 
-READY_TIMEOUT_S = 90
 NGINX_MISSING = "nginx is not installed: install it with  sudo apt-get install -y nginx"
-
-
-class StackError(RuntimeError):
-    """A problem to report in one clear message, exit status 1."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except (StackError, RenderError, SecretError, TimeoutError) as e:
+    except (StackError, RenderError, SecretError, LogsError, TimeoutError) as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 1
 
@@ -51,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--apps", metavar="DIR", dest="apps_dir", help="directory of Bokeh directory-apps")
     common.add_argument("--workers", type=int, metavar="N", help="workers of the default pool")
     common.add_argument("--port", type=int, metavar="P", help="port nginx listens on")
+    common.add_argument(
+        "--listen", metavar="ADDRESS", dest="listen_address", help="address nginx listens on (0.0.0.0: every one)"
+    )
     common.add_argument("--base-port", type=int, metavar="B", dest="base_port", help="first worker port")
     common.add_argument(
         "--runtime-dir", metavar="DIR", dest="runtime_dir", help="where configs, logs and the secret go"
@@ -69,13 +67,18 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(command=function)
         return p
 
-    command("up", cmd_up, "serve the apps: workers and nginx under supervisord, in the foreground")
+    up = command("up", cmd_up, "serve the apps: workers and nginx under supervisord, in the foreground")
+    up.add_argument("-d", "--detach", action="store_true", help="return once the stack serves; it keeps running")
+    up.add_argument("--dev", action="store_true", help="watch the apps' code: a saved change restarts their workers")
+    up.add_argument("--verbose", action="store_true", help="show supervisord's own log lines too")
+    restart = command("restart", cmd_restart, "stop the running stack, then start it again in the background")
+    restart.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     out = command("render", cmd_render, "write the nginx and supervisord configs and test them with nginx -t")
     out.add_argument("--out", metavar="DIR", help="write here instead of the runtime dir")
     command("check", cmd_check, "check the settings, that every app builds its document, and the configs")
     apply = command("apply", cmd_apply, "render, then apply what changed to the running stack without downtime")
     apply.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
-    apply.add_argument("--dry-run", action="store_true", help="only say which files would change")
+    apply.add_argument("--dry-run", action="store_true", help="only show what would change (a diff)")
     apply.set_defaults(restart_all=False)
     reload = command("reload", cmd_apply, "render, reload nginx and restart every worker, one at a time")
     reload.set_defaults(restart_all=True, stateful=False, dry_run=False)
@@ -87,7 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         "supervisord", cmd_supervisord, "render, then become the stack's supervisord (containers, Salt, systemd)"
     )
     sup.add_argument("--daemon", action="store_true", help="supervisord goes to the background")
-    command("stop", cmd_stop, "stop the running stack: every worker and nginx, then supervisord")
+    command("stop", cmd_stop, "stop the running stack: every worker (draining) and nginx, then supervisord")
+    logs = command("logs", cmd_logs, "show the logs: every one, nginx's, or one worker's (its name or port)")
+    logs.add_argument("name", nargs="?", metavar="WORKER|nginx", help="e.g. bokeh_default_5100, 5100 or nginx")
+    logs.add_argument("-f", "--follow", action="store_true", help="go on showing what is written")
+    logs.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="lines from the end of each (20)")
     secret = command("secret", cmd_secret, "make sure the secret that signs session ids exists (generated if missing)")
     secret.add_argument("--from-stdin", action="store_true", help="the secret is given on standard input")
     secret.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
@@ -111,9 +118,10 @@ class _Version(argparse.Action):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = ("apps_dir", "workers", "port", "base_port", "runtime_dir", "role", "user")
+    """`up` starts from what it is given; every other command from what the running stack was started with."""
+    flags = ("apps_dir", "workers", "port", "listen_address", "base_port", "runtime_dir", "role", "user")
     overrides: dict[str, Any] = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
-    return load(args.settings, overrides=overrides)
+    return load(args.settings, overrides=overrides, recorded=args.command is not cmd_up)
 
 
 def _plan(args: argparse.Namespace) -> RunPlan:
@@ -138,27 +146,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
     plan = _plan(args)
     if args.dry_run:
         would = rendering.pending(plan)
+        for path, text in rendering.outputs(plan).items():
+            if path in would:
+                old = path.read_text().splitlines(keepends=True) if path.exists() else []
+                sys.stdout.writelines(difflib.unified_diff(old, text.splitlines(keepends=True), str(path), str(path)))
         for path in would:
             print(f"would change {path}")
         if args.stateful:
             comment = f"{len(would)} file(s) would change" if would else "up to date"
             print(f"changed={'yes' if would else 'no'} comment={shlex.quote(comment)}")
         return 0
+    broken = runner.BrokenApps(plan)
     try:
         applied = applying.apply(plan, restart_all=args.restart_all)
     except applying.ApplyError as e:
         if args.stateful:
             print(f"changed=yes comment={shlex.quote(str(e))}")
         raise StackError(str(e)) from e
+    write_record(plan.settings)
     changed = bool(applied.changed_files or applied.actions)
     if not applied.running:
         print(f"bokeh-stack: {len(applied.changed_files)} file(s) changed; no stack is running from {plan.run_dir}")
+    elif not changed:
+        print("bokeh-stack: nothing changed")
+    failures = broken.report()
     if args.stateful:
         if not changed:
             comment = "up to date"
         else:
             comment = "; ".join(applied.actions) or f"{len(applied.changed_files)} file(s) changed"
         print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(comment)}")
+    if failures:
+        raise StackError(f"{len(failures)} app(s) failed to build their document: {', '.join(failures)}")
     return 0
 
 
@@ -251,103 +270,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    return runner.up(_plan(args), detach=args.detach, dev=args.dev, verbose=args.verbose)
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    settings = plan.settings
-    running = supervision.supervisord_running(plan.socket)
-    if running:
-        raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running}): stop it first")
-    _check_ports_free(settings)
-    rendering.render_checked(plan)
-
-    stop = _StopSignal()
-    proc = supervision.start_supervisord(plan)
-    try:
-        print(
-            f"bokeh-stack: starting {len(settings.worker_ports)} workers and nginx (logs: {settings.log_dir})",
-            flush=True,
-        )
-        if not _wait_ready(plan, proc, stop):
-            return 1 if proc.poll() is not None or not stop.requested else 0
-        scheme = "https" if settings.tls_on else "http"
-        url = f"{scheme}://{settings.server_names[0]}:{settings.public_port}{settings.prefix}/"
-        print(f"bokeh-stack: ready at {url}  ({', '.join(settings.apps)}); Ctrl-C stops", flush=True)
-        while not stop.requested and proc.poll() is None:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            print(f"bokeh-stack: supervisord exited with status {proc.returncode}", file=sys.stderr)
-            return 1
-        return 0
-    finally:
-        _stop(proc)
+    pid = supervision.shutdown(plan)
+    if pid:
+        runner.say(f"stopped the stack of {plan.run_dir} (supervisord pid {pid})")
+    return runner.up(plan, detach=True)
 
 
-class _StopSignal:
-    """SIGINT/SIGTERM set a flag; the main loop stops the stack."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        print("bokeh-stack: stopping", flush=True)
-        proc.send_signal(signal.SIGTERM)  # supervisord stops every worker and nginx, then exits
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    print("bokeh-stack: stopped", flush=True)
-
-
-def _check_ports_free(settings: Settings) -> None:
-    wanted = [(settings.listen_address, settings.port, "nginx")]
-    if settings.tls_on:
-        wanted.append((settings.listen_address, settings.tls["port"], "nginx (TLS)"))
-    wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
-    for address, port, user in wanted:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((address, port))
-            except OSError as e:
-                raise StackError(f"port {port} on {address}, wanted by {user}, is not free: {e.strerror}") from e
-
-
-def _wait_ready(plan: RunPlan, proc: subprocess.Popen, stop: _StopSignal) -> bool:
-    """Poll until every worker answers its probe and nginx's /healthz says 200, showing progress."""
-    s = plan.settings
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    total, shown = len(s.worker_ports), -1
-    while time.monotonic() < deadline and not stop.requested:
-        if proc.poll() is not None:
-            print(f"bokeh-stack: supervisord exited with status {proc.returncode}; see {s.log_dir}", file=sys.stderr)
-            return False
-        try:
-            workers = supervision.workers(plan)
-        except OSError:
-            workers = []  # supervisord is still starting
-        fatal = [w for w in workers if w.state in ("FATAL", "BACKOFF")]
-        if fatal:
-            w = fatal[0]
-            tail = supervision.log_tail(plan, w.name)
-            raise StackError(f"worker {w.name} cannot start ({w.state}); the end of its log:\n{tail}")
-        ready = sum(w.probe_ok for w in workers)
-        if ready != shown:
-            print(f"bokeh-stack: workers ready {ready}/{total}", flush=True)
-            shown = ready
-        if ready == total and supervision.healthz(s, timeout=2) == 200:
-            return True
-        time.sleep(0.25)
-    if not stop.requested:
-        raise StackError(f"the stack was not ready within {READY_TIMEOUT_S} s; see the logs in {s.log_dir}")
-    return False
+def cmd_logs(args: argparse.Namespace) -> int:
+    show(log_files(RunPlan(_settings(args)), args.name), args.lines, args.follow)
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .settings import Settings, SettingsError, load
 def nginx(settings: Settings) -> None:
     plan = RunPlan(settings)
     rendering.render_checked(plan)
-    argv = [plan.nginx_bin, "-c", str(plan.nginx_conf), "-e", plan.error_log, "-g", "daemon off;"]
+    argv = [plan.nginx_bin, "-c", str(plan.nginx_conf), "-e", "stderr", "-g", "daemon off;"]
     os.execv(plan.nginx_bin, argv)
 
 

@@ -302,15 +302,31 @@ def ready_on_rebuild() -> None:
     _replace(WSHandler, "_async_open", open_then_ready)
 
 
-def failed_app_answers_500() -> None:
-    """A page whose app raised while building the document answers 500 instead of an empty page.
+# Where a worker's log is (supervisord sets it per worker): the page of a broken app points the operator there.
+WORKER_LOG_ENV = "BOKEH_STACK_WORKER_LOG"
+_FAILED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{app}: failed</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem;color:#222}}
+pre{{background:#f6f6f6;padding:1rem;overflow:auto;font-size:.85rem}}</style></head>
+<body><h1>{app} could not start</h1>
+<p>The app <strong>{app}</strong> raised an error while building this page. Other apps are not affected.</p>
+<p>The error and its traceback are in the worker log <code>{log}</code>.</p>{detail}
+<p><a href="{index}">All apps</a></p></body></html>
+"""
 
-    Bokeh logs the error and serves the broken session as a blank page with status 200: users see nothing and
-    monitoring sees success. The session is left to expire like any unused one.
-    """
+
+def failed_app_answers_500() -> None:
+    """A page whose app raised while building the document answers 500, with a page that names the app and the
+    log holding its error (the traceback itself only to a browser on this machine), instead of Bokeh's blank page
+    with status 200: users see nothing and monitoring sees success. The session is left to expire like any
+    unused one."""
+    import html
+    import ipaddress
+    import os
+
     from bokeh.application.application import Application
     from bokeh.server.views.session_handler import SessionHandler
-    from tornado.web import HTTPError
+    from tornado.web import Finish
 
     initialize_document = Application.initialize_document
 
@@ -318,16 +334,28 @@ def failed_app_answers_500() -> None:
         initialize_document(self, doc)
         failed = [h for h in self.handlers if h.failed]
         if failed:
-            doc._bokeh_stack_error = "; ".join(f"{h.error}" for h in failed)
+            doc._bokeh_stack_error = "\n".join(f"{h.error}\n{h.error_detail}".strip() for h in failed)
 
     get_session = SessionHandler.get_session
 
     async def get_session_or_500(self: SessionHandler):
         session = await get_session(self)
         error = getattr(session.document, "_bokeh_stack_error", None)
-        if error is not None:
-            raise HTTPError(500, reason="the app failed to build its page", log_message=error)
-        return session
+        if error is None:
+            return session
+        index, _, app = self.request.path.rstrip("/").rpartition("/")
+        log.error("app %s failed to build its page:\n%s", app, error)
+        try:
+            local = ipaddress.ip_address(self.request.remote_ip).is_loopback
+        except ValueError:
+            local = False
+        detail = f"<pre>{html.escape(error)}</pre>" if local else ""
+        where = os.environ.get(WORKER_LOG_ENV, "this worker's output")
+        self.set_status(500)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        page = _FAILED_PAGE.format(app=html.escape(app), log=html.escape(where), detail=detail, index=index + "/")
+        raise Finish(page)
 
     _replace(Application, "initialize_document", initialize_and_flag)
     _replace(SessionHandler, "get_session", get_session_or_500)
@@ -460,6 +488,7 @@ FIXES = (
             Expect("bokeh.application.application:Application.initialize_document", uses=("modify_document",)),
             Expect("bokeh.application.handlers.handler:Handler.failed"),
             Expect("bokeh.server.views.session_handler:SessionHandler.get_session", coroutine=True),
+            Expect("tornado.web:Finish"),
         ),
     ),
     Fix(

@@ -127,8 +127,9 @@ class RunPlan:
         return self.log_dir / f"{process_name}.log"
 
     @property
-    def error_log(self) -> str:
-        return "stderr" if self.settings.log_to_stdout else str(self.log_dir / "nginx-error.log")
+    def nginx_error_log(self) -> str:
+        """nginx writes its errors to stderr; supervisord keeps them here (rotated), or on its stdout."""
+        return "/dev/stdout" if self.settings.log_to_stdout else str(self.process_log("nginx-error"))
 
     @property
     def access_log(self) -> str:
@@ -145,6 +146,6 @@ class RunPlan:
         """Every path of the plan by name (`bokeh-stack plan`)."""
         names = [
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
-            "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "error_log", "access_log",
+            "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log", "access_log",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

@@ -4,7 +4,6 @@ in bokeh_stack/templates/ (pyproject.toml puts them there); in a source checkout
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shlex
@@ -15,11 +14,18 @@ from typing import Any
 
 import jinja2
 
-from . import limits, static_files
+from . import __version__, limits, static_files
+from .apps import app_info
 from .plan import RunPlan
 from .settings import Settings, local_address
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The small "All apps" link nginx adds to every app page: out of the app's way, readable on any background.
+INDEX_LINK_STYLE = (
+    "position:fixed;right:12px;bottom:12px;z-index:1000;padding:4px 10px;border-radius:12px;"
+    "background:rgba(255,255,255,.9);border:1px solid #ccd;color:#1f5fa8;font:13px system-ui,sans-serif;"
+    "text-decoration:none"
+)
 
 
 def templates_root() -> Path:
@@ -43,24 +49,11 @@ def bokeh_favicon() -> Path:
     return Path(settings.ico_path())
 
 
-def app_info(apps_dir: Path, name: str) -> dict[str, Any]:
-    """Title and description from the docstring of the app's main.py (read, not run), and its static dir."""
-    title, description = name.replace("_", " ").capitalize(), ""
-    main = apps_dir / name / "main.py"
-    try:
-        doc = ast.get_docstring(ast.parse(main.read_text())) if main.is_file() else None
-    except (SyntaxError, ValueError):
-        doc = None  # `bokeh-stack check` reports the broken app; the index still lists it
-    if doc:
-        first, _, rest = doc.strip().partition("\n")
-        title = first.strip().rstrip(".") or title
-        description = " ".join(rest.strip().split("\n\n")[0].split())
-    static = apps_dir / name / "static"
-    return {"name": name, "title": title, "description": description, "static_dir": static if static.is_dir() else None}
-
-
 def context(plan: RunPlan) -> dict[str, Any]:
+    from bokeh import __version__ as bokeh_version
+
     s = plan.settings
+    apps = {app: app_info(s.apps_dir, app) for app in s.apps}
     pools = [
         {
             "name": pool.name,
@@ -70,6 +63,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "workers": pool.workers,
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),
+            "digests": {app: apps[app]["digest"] for app in pool.apps},
             "servers": [f"{_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
         }
         for pool in s.pools
@@ -81,7 +75,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "limits": limits,
         "pools": pools,
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
-        "apps": [app_info(s.apps_dir, app) for app in s.apps],
+        "apps": list(apps.values()),
         "listen": f"{_host(s.listen_address)}:{s.port}",
         "probe_address": _host(local_address(s.worker_address)),
         "tls_listen": f"{_host(s.listen_address)}:{s.tls['port']}",
@@ -90,7 +84,13 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "favicon": bokeh_favicon(),
         "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session["keep_alive_ms"]),
         "max_tries": min(all_servers, 3),
+        "version": __version__,
+        "index_link_style": INDEX_LINK_STYLE,
+        "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
+        "worker_log": "the container's output (docker compose logs workers)"
+        if s.log_to_stdout
+        else plan.process_log("%(program_name)s_%(process_num)d"),
     }
 
 
@@ -177,7 +177,7 @@ def _write(path: Path, text: str) -> bool:
 def nginx_test(plan: RunPlan) -> str:
     """Run `nginx -t` on the rendered config; raises RenderError with nginx's own words."""
     result = subprocess.run(
-        [plan.nginx_bin, "-t", "-q", "-c", str(plan.nginx_conf), "-e", plan.error_log],
+        [plan.nginx_bin, "-t", "-q", "-c", str(plan.nginx_conf), "-e", "stderr"],
         capture_output=True,
         text=True,
     )

@@ -10,12 +10,13 @@ It needs only the standard library and PyYAML: `bokeh-stack` starts fast and che
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ class Settings:
     watchdog: Mapping[str, int]
     worker_fixes: bool
     worker_fix_mismatch: str
+    # Not a setting: what these settings were made of, for write_record (the file, the environment, the flags).
+    record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tls_on(self) -> bool:
@@ -148,29 +151,92 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
+    recorded: bool = False,
 ) -> Settings:
-    """Merge every layer and validate. Raises SettingsError naming each problem and where it came from."""
+    """Merge every layer and validate. Raises SettingsError naming each problem and where it came from.
+
+    recorded=True: what `bokeh-stack up` was started with (its settings file and its environment and flags,
+    recorded in the runtime dir) comes first, under what this call is given: so a command with nothing but the
+    runtime dir, or nothing at all in the default place, acts on the running stack as it is."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
     schema = load_defaults()
-    merged = copy.deepcopy(schema)
-    path_base = {key: cwd for key in PATH_KEYS}
     problems: list[str] = []
 
     settings_file = settings_file or environ.get(ENV_SETTINGS_FILE)
+    given = [("the environment", _environment_layer(environ, problems), cwd)]
+    given.append(("the command line", dict(overrides or {}), cwd))
+    file_layer = None
     if settings_file:
         path = Path(settings_file)
-        layer = _read_settings_file(path, problems)
-        _merge_layer(merged, schema, layer, str(path), problems, path_base, path.resolve().parent)
-    _merge_layer(merged, schema, _environment_layer(environ, problems), "the environment", problems, path_base, cwd)
-    _merge_layer(merged, schema, dict(overrides or {}), "the command line", problems, path_base, cwd)
+        file_layer = (str(path), _read_settings_file(path, problems), path.resolve().parent)
+    if recorded:
+        record_path = record_file(_runtime_dir_of([file_layer, *given], environ))
+        record = _read_record(record_path, problems)
+        if file_layer is None and record.get("settings_file"):
+            path = Path(record["settings_file"])
+            file_layer = (str(path), _read_settings_file(path, problems), path.parent)
+        given.insert(0, (f"{record_path} (recorded by bokeh-stack up)", record.get("settings", {}), cwd))
+    layers = ([file_layer] if file_layer else []) + given
+
+    merged = copy.deepcopy(schema)
+    path_base = {key: cwd for key in PATH_KEYS}
+    for source, layer, base in layers:
+        _merge_layer(merged, schema, layer, source, problems, path_base, base)
     try:
         settings = _build(merged, schema, path_base, environ)
     except SettingsError as e:
         raise SettingsError(problems + e.problems) from None
     if problems:
         raise SettingsError(problems)
-    return settings
+    record = {"settings_file": str(Path(file_layer[0]).resolve()) if file_layer else None, "settings": {}}
+    for _, layer, base in given:
+        _deep_merge(record["settings"], _absolute_paths(layer, base))
+    return dataclasses.replace(settings, record=record)
+
+
+def record_file(runtime_dir: Path) -> Path:
+    """Where `bokeh-stack up` records what it was started with (see load's `recorded`)."""
+    return runtime_dir / "settings.yaml"
+
+
+def write_record(settings: Settings) -> Path:
+    """Record what these settings were made of (their file and the environment and flags given), in the runtime
+    dir: every later command acts on that stack with them."""
+    path = record_file(settings.runtime_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# What bokeh-stack up was started with; apply and reload rewrite it. Do not edit: change the settings.\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + yaml.safe_dump(settings.record, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def _runtime_dir_of(layers: list, environ: Mapping[str, str]) -> Path:
+    """The runtime dir the layers name (the last one that sets it wins), before anything is merged."""
+    for layer in reversed([layer for layer in layers if layer]):
+        _, values, base = layer
+        if values.get("runtime_dir"):
+            return (base / str(values["runtime_dir"])).resolve()
+    return default_runtime_dir(environ)
+
+
+def _read_record(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    record = _read_settings_file(path, problems)
+    if not isinstance(record.get("settings", {}), dict):
+        problems.append(f"{path} is not a record bokeh-stack wrote: remove it and start the stack again")
+        return {}
+    return record
+
+
+def _absolute_paths(layer: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """The layer with its relative paths made absolute: a record is read from anywhere."""
+    return {
+        key: str((base / value).resolve()) if key in PATH_KEYS and isinstance(value, str) and value else value
+        for key, value in layer.items()
+    }
 
 
 def _read_settings_file(path: Path, problems: list[str]) -> dict[str, Any]:

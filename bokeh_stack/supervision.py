@@ -44,7 +44,9 @@ def supervisord_running(socket: Path) -> int | None:
         return None
 
 
-def supervisord_command(plan: RunPlan, foreground: bool = True) -> tuple[list[str], dict[str, str]]:
+def supervisord_command(
+    plan: RunPlan, foreground: bool = True, silent: bool = False
+) -> tuple[list[str], dict[str, str]]:
     """How to start the stack's supervisord: its command line, and its environment with the checked secret (the
     workers' BOKEH_SECRET_KEY; generated on first start). The one way every starter starts it: `bokeh-stack up`,
     `bokeh-stack supervisord` (containers, Salt, the systemd unit)."""
@@ -52,12 +54,14 @@ def supervisord_command(plan: RunPlan, foreground: bool = True) -> tuple[list[st
     if plan.with_workers:
         env[ENV_VAR] = ensure_secret(plan.secret_file)
     argv = [plan.python, "-m", "supervisor.supervisord", "-c", str(plan.supervisord_conf)]
-    return argv + (["--nodaemon"] if foreground else []), env
+    if foreground:  # silent: its log only in its log file, not also on stdout
+        argv += ["--nodaemon"] + (["--silent"] if silent else [])
+    return argv, env
 
 
-def start_supervisord(plan: RunPlan) -> subprocess.Popen:
-    """supervisord in the foreground, as a child in its own process group."""
-    argv, env = supervisord_command(plan)
+def start_supervisord(plan: RunPlan, foreground: bool = True, silent: bool = False) -> subprocess.Popen:
+    """supervisord as a child in its own process group (in the background: the child exits once it is there)."""
+    argv, env = supervisord_command(plan, foreground, silent)
     return subprocess.Popen(argv, env=env, start_new_session=True)
 
 

@@ -13,7 +13,7 @@ USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] ARGS_FI
 
 def read_args(args_file: str, port: str) -> list[str]:
     with open(args_file) as f:
-        return [line.replace("{port}", port) for line in f.read().splitlines() if line]
+        return [line.replace("{port}", port) for line in f.read().splitlines() if line and not line.startswith("#")]
 
 
 def main(argv: list[str]) -> None:

@@ -144,8 +144,10 @@ class RunningStack:
         return self.proc.returncode
 
 
-def start_stack(tmp_path: Path, apps_dir: Path, ready: bool = True, **settings: Any) -> RunningStack:
-    """`bokeh-stack up` on free loopback ports, waited on until it says it is ready."""
+def start_stack(
+    tmp_path: Path, apps_dir: Path, ready: bool = True, up_args: tuple[str, ...] = (), **settings: Any
+) -> RunningStack:
+    """`bokeh-stack up [up_args]` on free loopback ports, waited on until it says it is ready."""
     workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
     first = free_ports(workers + 1)
     values = {
@@ -165,7 +167,7 @@ def start_stack(tmp_path: Path, apps_dir: Path, ready: bool = True, **settings: 
     env.pop("BOKEH_SECRET_KEY", None)
     with open(output, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bokeh_stack", "up", "--settings", str(settings_file)],
+            [sys.executable, "-m", "bokeh_stack", "up", "--settings", str(settings_file), *up_args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -14,10 +14,10 @@ def stacks(tmp_path):
     """Start real stacks with stacks(apps_dir, **settings); every one is stopped after the test, pass or fail."""
     started: list[RunningStack] = []
 
-    def start(apps_dir, ready: bool = True, **settings) -> RunningStack:
+    def start(apps_dir, ready: bool = True, up_args: tuple[str, ...] = (), **settings) -> RunningStack:
         directory = tmp_path / f"stack{len(started)}"
         directory.mkdir()
-        stack = start_stack(directory, apps_dir, ready=ready, **settings)
+        stack = start_stack(directory, apps_dir, ready=ready, up_args=up_args, **settings)
         started.append(stack)
         return stack
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.stack import SHIPPED_APPS, counter_apps, free_ports, wait_for
+from harness.pageview import page_view
+from harness.stack import SHIPPED_APPS, counter_apps, free_ports, run, wait_for
 
 
 def bokeh_stack(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -111,3 +114,137 @@ def test_the_console_script_and_python_m_render_the_same_configs(tmp_path):
     again = bokeh_stack("render", "--apps", str(SHIPPED_APPS), "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("0 file(s) changed"), again.stdout
+
+
+class Detached:
+    """A stack started with `bokeh-stack up --detach`, flags only, in the user's default state directory."""
+
+    def __init__(self, tmp_path: Path, apps: Path, *flags: str) -> None:
+        self.port = free_ports(3)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOKEH_")}
+        self.env.update(XDG_STATE_HOME=str(tmp_path / "state"), COUNTER_RECORD_FILE=str(tmp_path / "executions.txt"))
+        self.run_dir = tmp_path / "state" / "bokeh-stack"
+        self.up = self.cli("up", "--detach", "--apps", str(apps), "--port", str(self.port),
+                           "--base-port", str(self.port + 1), *flags, cwd=tmp_path)  # fmt: skip
+
+    def cli(self, *args: str, cwd=None, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bokeh_stack", *args], capture_output=True, text=True,
+                              timeout=timeout, env=self.env, cwd=cwd)  # fmt: skip
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def kill(self) -> None:
+        pid_file = self.run_dir / "supervisord.pid"
+        if pid_file.exists() and self.cli("stop", timeout=90).returncode != 0:
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+@pytest.fixture
+def detached(tmp_path):
+    started: list[Detached] = []
+
+    def start(apps: Path, *flags: str) -> Detached:
+        started.append(Detached(tmp_path, apps, *flags))
+        return started[-1]
+
+    yield start
+    for stack in started:
+        stack.kill()
+
+
+@pytest.mark.stack
+def test_every_command_acts_on_the_stack_as_up_started_it(detached, tmp_path):
+    stack = detached(counter_apps(tmp_path / "apps", ["counter"]), "--workers", "2")
+    assert stack.up.returncode == 0, stack.up.stdout + stack.up.stderr
+    assert f"ready at http://localhost:{stack.port}/" in stack.up.stdout and "runs in the background" in stack.up.stdout
+    assert run(page_view(stack.url("/counter"))).document.roots
+
+    # No flag, no settings file: every command finds the stack in the default place, with up's ports.
+    status = stack.cli("status")
+    assert status.returncode == 0, status.stderr
+    assert [line.split()[4] for line in status.stdout.splitlines()[2:]] == [str(stack.port + 1), str(stack.port + 2)]
+    applied = stack.cli("apply")
+    assert applied.returncode == 0 and "nothing changed" in applied.stdout, applied.stdout + applied.stderr
+    dry = stack.cli("apply", "--dry-run", "--workers", "3")
+    assert dry.returncode == 0 and "+numprocs=3" in dry.stdout and "-numprocs=2" in dry.stdout, dry.stdout
+    assert stack.cli("status").stdout.count("bokeh_default_") == 2, "a dry run changes nothing"
+    logs = stack.cli("logs", "nginx", "-n", "3")
+    assert logs.returncode == 0 and "nginx-access | " in logs.stdout, logs.stdout + logs.stderr
+    assert "GET /counter " in logs.stdout
+    worker_log = stack.cli("logs", str(stack.port + 1))
+    assert worker_log.stdout.startswith(f"bokeh_default_{stack.port + 1} | "), worker_log.stdout
+    assert "no log of 'nosuch'" in stack.cli("logs", "nosuch").stderr
+    # One log per process that writes one: no supervisord AUTO files, no empty nginx stdout log.
+    workers = [f"bokeh_default_{stack.port + i}.log" for i in (1, 2)]
+    watchdogs = [f"bokeh_default_watchdog_{stack.port + i}.log" for i in (1, 2)]
+    expected = {"supervisord.log", "nginx-error.log", "nginx-access.log", *workers, *watchdogs}
+    assert {p.name for p in (stack.run_dir / "logs").iterdir()} == expected
+
+    supervisord = psutil.Process(int((stack.run_dir / "supervisord.pid").read_text()))
+    processes = [supervisord] + supervisord.children(recursive=True)
+    stopped = stack.cli("stop")
+    assert stopped.returncode == 0 and "stopped the stack" in stopped.stdout
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    assert stack.cli("status", "--quiet").returncode == 3
+    assert list((tmp_path / "apps").parent.glob("*.yaml")) == [], "up wrote nothing where it was run"
+
+
+@pytest.mark.stack
+def test_apply_deploys_changed_app_code_one_worker_at_a_time(detached, tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["counter", "other"])
+    stack = detached(apps)
+    assert stack.up.returncode == 0, stack.up.stderr
+    main = apps / "counter" / "main.py"
+    main.write_text(main.read_text().replace('doc.title = "Counter"', 'doc.title = "Counter, version 2"'))
+    applied = stack.cli("apply")
+    assert applied.returncode == 0, applied.stderr
+    first, second = (
+        f"restarted bokeh_default_{p} (app code changed: counter)" for p in (stack.port + 1, stack.port + 2)
+    )
+    assert first in applied.stdout and second in applied.stdout, applied.stdout
+    assert applied.stdout.index(first) < applied.stdout.index(second)
+    assert run(page_view(stack.url("/counter"))).document.title == "Counter, version 2"
+    assert "nothing changed" in stack.cli("apply").stdout
+
+
+@pytest.mark.stack
+def test_a_broken_app_is_loud_and_the_others_serve(detached, tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["counter"])
+    (apps / "broken").mkdir()
+    (apps / "broken" / "main.py").write_text(
+        "def read():\n    raise RuntimeError('the instrument is offline')\n\nread()\n"
+    )
+    stack = detached(apps)
+    assert stack.up.returncode == 0, stack.up.stderr
+    assert "app broken is BROKEN" in stack.up.stderr and "RuntimeError: the instrument is offline" in stack.up.stderr
+    assert "in read" in stack.up.stderr, "the end of the traceback is shown"
+    assert "bokeh_default_<port>.log" in stack.up.stderr
+    applied = stack.cli("apply")
+    assert applied.returncode == 1 and "1 app(s) failed to build their document: broken" in applied.stderr
+    assert run(page_view(stack.url("/counter"))).document.roots
+
+
+@pytest.mark.stack
+def test_closing_the_terminal_stops_a_foreground_stack(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=1)
+    supervisord = psutil.Process(stack.rpc().getPID())
+    processes = [supervisord] + supervisord.children(recursive=True)
+    stack.proc.send_signal(signal.SIGHUP)
+    assert stack.proc.wait(timeout=60) == 0
+    assert "bokeh-stack: stopped" in stack.log()
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes), 10,
+             "every process to end")  # fmt: skip
+
+
+@pytest.mark.stack
+def test_dev_mode_restarts_the_workers_when_an_app_is_saved(stacks, tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["counter"])
+    stack = stacks(apps, workers=1, up_args=("--dev",))
+    main = apps / "counter" / "main.py"
+    main.write_text(main.read_text().replace('doc.title = "Counter"', 'doc.title = "Counter, saved"'))
+    wait_for(lambda: "(app code changed: counter)" in stack.log(), 60, "the dev mode to restart the worker")
+    assert run(page_view(stack.url("/counter"))).document.title == "Counter, saved"

@@ -228,6 +228,7 @@ class Worker:
         origin = f"127.0.0.1:{self.port}"
         lines = ["serve", *map(str, apps), "--address", "127.0.0.1", "--port", "{port}"]
         lines += ["--allow-websocket-origin", origin, "--session-ids", "signed", "--disable-index-redirect"]
+        lines += ["--use-xheaders"]  # as behind nginx: X-Real-IP is the client
         args.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "BOKEH_SECRET_KEY": secret, "BOKEH_SIGN_SESSIONS": "true"}
         command = [sys.executable, "-m", "bokeh_stack.worker", *(["--plain"] if plain else []), str(args)]
@@ -288,7 +289,13 @@ def fixed_and_plain(tmp_path_factory, broken_and_ticker):
 
 def test_an_app_that_raises_answers_500_instead_of_a_blank_page(fixed_and_plain):
     fixed, plain = fixed_and_plain
-    assert fixed.get("/broken")[0] == 500
+    status, page = fixed.get("/broken")
+    assert status == 500
+    assert b"<strong>broken</strong> raised an error" in page and b"worker log" in page
+    assert b"the instrument is offline" in page and b"Traceback" in page, "a browser on this machine sees why"
+    status, page = fixed.get("/broken", {"X-Real-IP": "203.0.113.7"})
+    assert status == 500 and b"<strong>broken</strong>" in page
+    assert b"the instrument is offline" not in page and b"Traceback" not in page, "the public sees no traceback"
     assert plain.get("/broken")[0] == 200, "plain Bokeh serves the broken session as a blank page"
     assert fixed.get("/ticker")[0] == 200
 

@@ -6,9 +6,11 @@ import dataclasses
 import gzip
 import re
 
+import bokeh
 import pytest
 from supervisor.options import ServerOptions
 
+import bokeh_stack
 from bokeh_stack import render as rendering
 from bokeh_stack import static_files, worker
 from bokeh_stack.plan import RunPlan
@@ -124,9 +126,21 @@ def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
 
 def test_the_index_lists_every_app_with_its_docstring(tmp_path):
     index = (rendered(tmp_path).html_dir / "index.html").read_text()
-    assert '<a href="/streaming">Streaming</a>' in index
+    assert '<a class="card" href="/streaming">' in index and "<h2>Streaming</h2>" in index
     assert "second" not in index or "streamed ten times a second" in index
     assert index.count("<li>") == 5
+    assert f"Served by bokeh-stack {bokeh_stack.__version__} with Bokeh {bokeh.__version__}" in index
+    assert 'class="icon" style="background: hsl(' in index and "thumbnail.png" not in index
+
+
+def test_an_app_with_a_thumbnail_shows_it_on_the_index(tmp_path):
+    apps = counter_apps(tmp_path / "apps", ["pictured", "plain"])
+    (apps / "pictured" / "static").mkdir()
+    (apps / "pictured" / "static" / "thumbnail.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    plan = RunPlan(load(environ={}, overrides={"apps_dir": str(apps), "runtime_dir": str(tmp_path / "run")}))
+    rendering.render(plan, static=False)
+    index = (plan.html_dir / "index.html").read_text()
+    assert index.count('src="/pictured/static/thumbnail.png"') == 1 and index.count("thumbnail.png") == 1
 
 
 def test_templates_escape_html_from_app_docstrings(tmp_path):
@@ -161,3 +175,9 @@ def test_bokehjs_is_served_from_a_precompressed_tree(tmp_path):
     conf = layout.nginx_site_conf.read_text()
     assert f'alias "{layout.static_tree}/";' in conf and "gzip_static on;" in conf
     assert (layout.static_tree / "js" / "bokeh.min.js.gz").exists()
+
+
+def test_in_containers_supervisord_says_each_line_once(tmp_path):
+    """In the foreground supervisord writes its log to stdout itself; a logfile on stdout would repeat it."""
+    conf = rendered(tmp_path, log_to_stdout=True).supervisord_conf.read_text()
+    assert "\nlogfile=/dev/null\n" in conf and "logfile=/dev/stdout" not in conf.split("[program:")[0]

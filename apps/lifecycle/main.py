@@ -29,18 +29,24 @@ source = ColumnDataSource(data={"x": np.arange(points.value), "y": rng.random(po
 plot = figure(title="A random line", height=350, sizing_mode="stretch_width")
 plot.line("x", "y", source=source, line_width=2)
 
+
+def counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 if state is not None:
     if "census" in context.request.arguments:
         state.census.add(session_id)  # a census (this page with ?census) counts what the other sessions left
     sessions = len(state.sessions - state.census)
-    text = f"This worker (pid {os.getpid()}): {sessions} sessions, {state.ticking(2.5)} live update callbacks"
+    text = f"This worker (pid {os.getpid()}): {counted(sessions, 'session')}, "
+    text += f"{counted(state.ticking(2.5), 'live update callback')}"
     if "census" in context.request.arguments:  # also count the documents in memory (walks the heap)
         gc.collect()  # what a collection frees is not left behind (the stack's workers collect in batches)
         documents = sum(
             isinstance(o, Document) and getattr(o.session_context, "id", None) not in state.census
             for o in gc.get_objects()
         )
-        text += f", {documents} documents in memory"
+        text += f", {counted(documents, 'document')} in memory"
     stats = Div(text=text)
 else:
     stats = Div(text="Not running under a Bokeh server")

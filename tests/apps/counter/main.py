@@ -1,6 +1,6 @@
 """Counter.
 
-A test app that records every execution of its code (one line per session built) in the file named by
+A test app that records every execution of its code for a session (one line per session built) in the file named by
 $COUNTER_RECORD_FILE: the worker's port, the session id, the app name and the host (container) name.
 """
 
@@ -17,7 +17,7 @@ port = os.environ.get("SUPERVISOR_PROCESS_NAME", "standalone_0").rsplit("_", 1)[
 session_id = doc.session_context.id if doc.session_context else "standalone"
 app = Path(__file__).resolve().parent.name
 record = os.environ.get("COUNTER_RECORD_FILE")
-if record:
+if record and doc.session_context:  # a session; not `bokeh-stack check` running the app once
     # One short O_APPEND write per line: lines from concurrent workers never interleave.
     fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
