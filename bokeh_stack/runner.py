@@ -74,10 +74,10 @@ def up(plan: RunPlan, detach: bool = False, dev: bool = False, verbose: bool = F
             if dev and time.monotonic() - last_look > WATCH_INTERVAL_S:
                 _deploy_changes(plan)
                 last_look = time.monotonic()
-        if proc.poll() is not None:
+        if proc.returncode:
             print(f"bokeh-stack: supervisord exited with status {proc.returncode}", file=sys.stderr)
             return 1
-        return 0
+        return 0  # Ctrl-C, SIGTERM, SIGHUP, or `bokeh-stack stop` from elsewhere (supervisord exits 0)
     finally:
         _stop_child(proc)
 

@@ -241,6 +241,14 @@ def test_closing_the_terminal_stops_a_foreground_stack(stacks, tmp_path):
 
 
 @pytest.mark.stack
+def test_stop_from_another_terminal_ends_a_foreground_up_cleanly(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=1)
+    stopped = bokeh_stack("stop", "--settings", str(stack.settings_file))
+    assert stopped.returncode == 0 and "stopped the stack" in stopped.stdout
+    assert stack.proc.wait(timeout=60) == 0, stack.log()
+
+
+@pytest.mark.stack
 def test_dev_mode_restarts_the_workers_when_an_app_is_saved(stacks, tmp_path):
     apps = counter_apps(tmp_path / "apps", ["counter"])
     stack = stacks(apps, workers=1, up_args=("--dev",))
