@@ -5,7 +5,8 @@
     .venv/bin/python -m bench static latency        # some parts only (printed; --out to write them)
     .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
 
-Parts: pageviews, static, latency, capacity, churn. Prints one markdown table, the targets (PASS/MISS) and the
+Parts: pageviews, static, latency, capacity, churn, metrics (bokeh-stack with its metrics on vs off). Prints one
+markdown table, the targets (PASS/MISS) and the
 design's reference figures beside ours. Not a test: nothing here fails on a slow machine.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from bench import report
 from bench.churn import churn
+from bench.metrics_cost import metrics_cost
 from bench.pageviews import page_views
 from bench.setups import DEFAULTS, SETUPS, started
 from bench.static import static_js
@@ -26,7 +28,10 @@ from bench.streaming import capacity, update_delays
 ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = ("pageviews", "static", "latency", "capacity", "churn")
+PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics")
+# The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
+METRICS_ROUNDS = 2
+SCRAPE_WORKERS = 8
 APPS = {
     "dashboard": ROOT / "bench" / "apps" / "dashboard",
     "streaming": ROOT / "apps" / "streaming",
@@ -131,6 +136,11 @@ def main(argv: list[str]) -> int:
         for key in args.setups:
             with start(key, "churn") as setup:
                 results.churn[key] = churn(setup, counts, args.concurrency, expiry_s)
+
+    if "metrics" in args.parts and "stack" in args.setups:
+        print("metrics on vs off", file=sys.stderr)
+        rounds, fleet = (1, 2) if args.smoke else (METRICS_ROUNDS, SCRAPE_WORKERS)
+        results.metrics = metrics_cost(apps, args.workers, tmp, session, args, rounds, fleet)
 
     text = report.markdown(results)
     print(text)

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import metrics_cost
+from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
 from bokeh_stack.plan import find_nginx
 
@@ -29,6 +31,7 @@ class Results:
     latency: dict = field(default_factory=dict)  # setup -> {"entry"|"direct": Delays}
     capacity: dict = field(default_factory=dict)  # ("single"|"stack", app) -> Capacity
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
+    metrics: MetricsCost | None = None
 
 
 def apps_dir(directory: Path, apps: dict[str, Path]) -> Path:
@@ -162,6 +165,8 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
                     ratio >= 1.5,
                 )
             )
+    if r.metrics:
+        out += metrics_cost.targets(r.metrics)
     return out
 
 
@@ -209,6 +214,8 @@ def markdown(r: Results) -> str:
     if targets:
         lines += ["", "| target (bokeh-stack) | measured | |", "|---|---|---|"]
         lines += [f"| {t} | {m} | {'PASS' if ok else '**MISS**'} |" for t, m, ok in targets]
+    if r.metrics:
+        lines += ["", metrics_cost.markdown(r.metrics)]
     anchors = _anchors(r)
     if anchors:
         lines += ["", "| reference figure | design §2b | this run |", "|---|---|---|"]

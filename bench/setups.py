@@ -42,6 +42,7 @@ class Setup:
     worker_ports: list[int]
     record: Path  # the counter app's executions
     _pids: Callable[[], list[int]] = field(repr=False)
+    ops_port: int | None = None  # bokeh-stack's ops listener
 
     @property
     def label(self) -> str:
@@ -131,20 +132,22 @@ def _app_dirs(apps_dir: Path) -> list[Path]:
 
 
 @contextmanager
-def started(key: str, apps_dir: Path, workers: int, directory: Path, session: dict | None = None) -> Iterator[Setup]:
+def started(
+    key: str, apps_dir: Path, workers: int, directory: Path, session: dict | None = None, settings: dict | None = None
+) -> Iterator[Setup]:
     """Start the deployment `key` serving every app in apps_dir, with `session` settings (unused_lifetime_ms,
-    check_unused_ms; default bokeh-stack's); stop all of it on exit."""
+    check_unused_ms; default bokeh-stack's) and, for bokeh-stack, any other `settings`; stop all of it on exit."""
     session = {**DEFAULTS.session, **(session or {})}
     directory.mkdir(parents=True, exist_ok=True)
     record = directory / "executions.txt"
     env = {"COUNTER_RECORD_FILE": str(record)}
     apps = _app_dirs(apps_dir)
     if key == "stack":
-        stack = start_stack(directory, apps_dir, workers=workers, session=session)
+        stack = start_stack(directory, apps_dir, workers=workers, session=session, **(settings or {}))
         try:
             ports = stack.settings.worker_ports
             pids = lambda: [w.pid for w in sorted(stack.workers(), key=lambda w: w.port)]  # noqa: E731
-            yield Setup(key, stack.settings.port, ports, stack.record, pids)
+            yield Setup(key, stack.settings.port, ports, stack.record, pids, stack.settings.ops["port"])
         finally:
             stack.stop()
         return

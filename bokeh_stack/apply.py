@@ -18,6 +18,7 @@ from .render import render_checked
 from .settings import Pool
 
 READY_TIMEOUT_S = 60
+OPS_PROGRAM = "bokeh_stack_ops"  # supervisor/supervisord.conf.j2
 
 
 class ApplyError(RuntimeError):
@@ -66,6 +67,11 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
     if plan.with_nginx and changed & nginx_confs and "nginx" not in replaced:
         sup.signalProcess("nginx", "HUP")
         act("reloaded nginx")
+
+    if plan.with_nginx and plan.ops_file in changed and OPS_PROGRAM not in replaced:
+        sup.stopProcess(OPS_PROGRAM)
+        sup.startProcess(OPS_PROGRAM)
+        act("restarted the ops process with the new workers to scrape")
 
     if plan.with_workers:
         for pool in plan.settings.pools:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__, runner, supervision
+from . import __version__, runner, status, supervision
 from . import apply as applying
 from . import render as rendering
 from .app_check import check_apps
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--base-port", type=int, metavar="B", dest="base_port", help="first worker port")
     common.add_argument(
+        "--ops-port", type=int, metavar="P", dest="ops_port", help="port of the ops listener (/metrics, /ops)"
+    )
+    common.add_argument(
         "--runtime-dir", metavar="DIR", dest="runtime_dir", help="where configs, logs and the secret go"
     )
     common.add_argument(
@@ -82,10 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     apply.set_defaults(restart_all=False)
     reload = command("reload", cmd_apply, "render, reload nginx and restart every worker, one at a time")
     reload.set_defaults(restart_all=True, stateful=False, dry_run=False)
-    status = command("status", cmd_status, "state, pid, port, uptime and probe of every worker")
-    status.add_argument(
-        "--quiet", action="store_true", help="print nothing; exit 0 if the stack runs, 3 if it does not"
-    )
+    state = command("status", cmd_status, "every worker of this host: state, sessions, memory, build time, restarts")
+    state.add_argument("--quiet", action="store_true", help="print nothing; exit 0 if the stack runs, 3 if it does not")
+    state.add_argument("--json", action="store_true", help="as JSON (with --watch: one document per line)")
+    state.add_argument("--watch", action="store_true", help=f"show it again every {status.WATCH_INTERVAL_S:.0f} s")
     sup = command(
         "supervisord", cmd_supervisord, "render, then become the stack's supervisord (containers, Salt, systemd)"
     )
@@ -121,6 +124,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     """`up` starts from what it is given; every other command from what the running stack was started with."""
     flags = ("apps_dir", "workers", "port", "listen_address", "base_port", "runtime_dir", "role", "user")
     overrides: dict[str, Any] = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
+    if getattr(args, "ops_port", None) is not None:
+        overrides["ops"] = {"port": args.ops_port}
     return load(args.settings, overrides=overrides, recorded=args.command is not cmd_up)
 
 
@@ -211,22 +216,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0 if pid else 3
     if pid is None:
         raise StackError(_not_running(plan))
-    rows = [("WORKER", "POOL", "STATE", "PID", "PORT", "UPTIME", "PROBE")]
-    for w in supervision.workers(plan):
-        probe = f"{w.probe_ms:.0f} ms" if w.probe_ok else "no answer"
-        rows.append((w.name, w.pool, w.state, str(w.pid or "-"), str(w.port), _duration(w.uptime_s), probe))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(f"supervisord pid {pid}, {plan.supervisord_conf}")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    status.show(plan, as_json=args.json, watch=args.watch)
     return 0
-
-
-def _duration(seconds: int) -> str:
-    if seconds <= 0:
-        return "-"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def cmd_supervisord(args: argparse.Namespace) -> int:

@@ -1,29 +1,18 @@
-"""Container entrypoints, from the settings in the environment:
+"""The containers' health checks, from the settings in the environment:
 
-    bokeh-stack supervisord                        the workers image: supervisord with every worker (no nginx)
-    python -m bokeh_stack.container nginx          nginx in front of the workers at settings.worker_hosts
     python -m bokeh_stack.container health NAME    exit 0 if that service is healthy (compose healthcheck)
 
-The engine replaces this process (exec), so it is PID 1's child-reaper and gets docker's signals directly.
+Both images start with `bokeh-stack supervisord`: the workers (role worker), or nginx in front of the workers at
+settings.worker_hosts with the ops process (role balancer). It execs supervisord, so supervisord is PID 1's
+child-reaper and gets docker's signals directly.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-from . import render as rendering
 from . import supervision
-from .plan import RunPlan
-from .render import RenderError
 from .settings import Settings, SettingsError, load
-
-
-def nginx(settings: Settings) -> None:
-    plan = RunPlan(settings)
-    rendering.render_checked(plan)
-    argv = [plan.nginx_bin, "-c", str(plan.nginx_conf), "-e", "stderr", "-g", "daemon off;"]
-    os.execv(plan.nginx_bin, argv)
 
 
 def health(settings: Settings, service: str) -> int:
@@ -39,23 +28,14 @@ def health(settings: Settings, service: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    usage = "usage: python -m bokeh_stack.container nginx | health workers|nginx"
+    if len(argv) != 2 or argv[0] != "health" or argv[1] not in ("workers", "nginx"):
+        print("usage: python -m bokeh_stack.container health workers|nginx", file=sys.stderr)
+        return 2
     try:
-        settings = load()
-        if argv == ["nginx"]:
-            nginx(settings)
-        elif len(argv) == 2 and argv[0] == "health" and argv[1] in ("workers", "nginx"):
-            return health(settings, argv[1])
-        else:
-            print(usage, file=sys.stderr)
-            return 2
+        return health(load(), argv[1])
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except RenderError as e:
-        print(f"bokeh-stack: {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -123,6 +123,31 @@ class RunPlan:
 
         return static_files.tree_for(self.run_dir, __version__)
 
+    @property
+    def ops_dir(self) -> Path:
+        """The ops process's own directory: it runs as the workers' user, who may not write to run_dir."""
+        return self.run_dir / "ops"
+
+    @property
+    def ops_socket(self) -> Path:
+        """The ops process (bokeh_stack/ops.py) listens here; nginx's ops listener is its only way in."""
+        return self.ops_dir / "ops.sock"
+
+    @property
+    def ops_file(self) -> Path:
+        """What the ops process scrapes and where (rendered from the settings, read at its start)."""
+        return self.run_dir / "ops.json"
+
+    @property
+    def restarts_file(self) -> Path:
+        """Restarts of each worker, kept by supervisord's event listener (bokeh_stack/restarts.py)."""
+        return self.run_dir / "restarts.json"
+
+    @property
+    def prometheus_config(self) -> Path:
+        """A Prometheus scrape config for this stack's /metrics."""
+        return self.run_dir / "prometheus.yml"
+
     def process_log(self, process_name: str) -> Path:
         return self.log_dir / f"{process_name}.log"
 
@@ -147,5 +172,6 @@ class RunPlan:
         names = [
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
             "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log", "access_log",
+            "ops_dir", "ops_socket", "ops_file", "restarts_file", "prometheus_config",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

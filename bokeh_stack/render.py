@@ -4,7 +4,9 @@ in bokeh_stack/templates/ (pyproject.toml puts them there); in a source checkout
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import re
 import shlex
 import subprocess
@@ -14,12 +16,17 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, limits, static_files
+from . import __version__, fleet, limits, ops, static_files
 from .apps import app_info
 from .plan import RunPlan
 from .settings import Settings, local_address
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# The ops listener's nginx counters (stub_status), for the ops process on this host only.
+NGINX_STATUS_PATH = "/_bokeh_stack/nginx_status"
+# The /ops dashboard samples the fleet this often and keeps this much.
+OPS_INTERVAL_S = 5
+OPS_HISTORY_S = 3600
 # The small "All apps" link nginx adds to every app page: out of the app's way, readable on any background.
 INDEX_LINK_STYLE = (
     "position:fixed;right:12px;bottom:12px;z-index:1000;padding:4px 10px;border-radius:12px;"
@@ -88,17 +95,38 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
+        "ops_listen": f"{_host(s.ops['address'])}:{s.ops['port']}",
+        "ops_local": local_address(s.ops["address"]),
+        "ops_origin": ops.TRUSTED_ORIGIN,
+        "nginx_status_path": NGINX_STATUS_PATH,
+        "scrape_timeout_s": fleet.SCRAPE_TIMEOUT_S,
         "worker_log": "the container's output (docker compose logs workers)"
         if s.log_to_stdout
         else plan.process_log("%(program_name)s_%(process_num)d"),
     }
 
 
+def ops_config(plan: RunPlan) -> dict[str, Any]:
+    """ops.json: what the ops process (bokeh_stack/ops.py) scrapes, from where, and how often."""
+    s = plan.settings
+    return {
+        "socket": str(plan.ops_socket),
+        "targets": [{"host": t.host, "port": t.port, "pool": t.pool} for t in fleet.targets(s)],
+        "metrics_path": fleet.metrics_path(s),
+        "nginx_status": [local_address(s.ops["address"]), s.ops["port"], NGINX_STATUS_PATH],
+        "interval_s": OPS_INTERVAL_S,
+        "history": OPS_HISTORY_S // OPS_INTERVAL_S,
+    }
+
+
 def _worker_mode(s: Settings) -> str:
-    """bokeh_stack.worker's flag: plain Bokeh, fixes that leave out what does not fit, or fixes that must fit."""
+    """bokeh_stack.worker's flags: plain Bokeh, fixes that leave out what does not fit, or fixes that must fit;
+    with the workers' metrics or without."""
     if not s.worker_fixes:
-        return "--plain "
-    return "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
+        flags = "--plain "
+    else:
+        flags = "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
+    return flags + ("" if s.ops["metrics"] else "--no-metrics ")
 
 
 def _host(address: str) -> str:
@@ -129,7 +157,11 @@ def outputs(plan: RunPlan) -> dict[Path, str]:
         "nginx/index.html.j2": plan.html_dir / "index.html",
         "supervisor/supervisord.conf.j2": plan.supervisord_conf,
     }
+    if plan.with_nginx:
+        targets["prometheus/prometheus.yml.j2"] = plan.prometheus_config
     files = {target: env.get_template(template).render(ctx) for template, target in targets.items()}
+    if plan.with_nginx:
+        files[plan.ops_file] = json.dumps(ops_config(plan), indent=2) + "\n"
     args = env.get_template("supervisor/worker.args.j2")
     for pool in ctx["pools"]:
         files[pool["args_file"]] = args.render(ctx, pool=pool)
@@ -148,6 +180,8 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
     files = outputs(plan)
     for directory in (plan.log_dir, plan.nginx_temp):
         directory.mkdir(parents=True, exist_ok=True)
+    if plan.with_nginx:
+        _ops_dir(plan)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]
@@ -161,6 +195,17 @@ def render_checked(plan: RunPlan) -> list[Path]:
             render(candidate, static=False)  # nginx -t does not open the files a location serves
             nginx_test(candidate)
     return render(plan)
+
+
+def _ops_dir(plan: RunPlan) -> None:
+    """Where the ops process makes its socket: its user's alone (nginx runs as that user too)."""
+    plan.ops_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if plan.euid == 0 and plan.worker_user:
+        try:
+            user = pwd.getpwnam(plan.worker_user)
+        except KeyError:
+            raise RenderError(f"user {plan.worker_user!r} (setting user) does not exist on this host") from None
+        os.chown(plan.ops_dir, user.pw_uid, user.pw_gid)
 
 
 def _write(path: Path, text: str) -> bool:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import apply as applying
+from . import fleet, supervision
 from . import render as rendering
-from . import supervision
 from .app_check import check_apps
 from .plan import RunPlan
-from .settings import Settings, write_record
+from .settings import Settings, local_address, write_record
 
 READY_TIMEOUT_S = 90
 WATCH_INTERVAL_S = 1.0
@@ -65,7 +65,7 @@ def up(plan: RunPlan, detach: bool = False, dev: bool = False, verbose: bool = F
         if not wait_ready(plan, lambda: proc.poll() is None, stop):
             return 1 if proc.poll() is not None or not stop.requested else 0
         broken.report()
-        say(f"ready at {public_url(settings)}  ({', '.join(settings.apps)}); Ctrl-C stops")
+        say_ready(settings, "Ctrl-C stops")
         if dev:
             say("watching the apps' code: a saved change restarts the workers that serve it")
         last_look = time.monotonic()
@@ -93,7 +93,7 @@ def _up_detached(plan: RunPlan, broken: BrokenApps, stop: StopSignal) -> int:
         supervision.shutdown(plan)
         return 1
     broken.report()
-    say(f"ready at {public_url(plan.settings)}  ({', '.join(plan.settings.apps)}); it runs in the background")
+    say_ready(plan.settings, "it runs in the background")
     say(f"stop it with: bokeh-stack stop --runtime-dir {plan.run_dir}")
     return 0
 
@@ -126,11 +126,25 @@ def public_url(settings: Settings) -> str:
     return f"{scheme}://{settings.server_names[0]}:{settings.public_port}{settings.prefix}/"
 
 
+def say_ready(settings: Settings, how: str) -> None:
+    say(f"ready at {public_url(settings)}  ({', '.join(settings.apps)}); {how}")
+    if settings.role != "worker":
+        say(f"operators: {ops_url(settings)} (the live dashboard; Prometheus scrapes /metrics there)")
+
+
+def ops_url(settings: Settings) -> str:
+    ops = settings.ops
+    return f"http://{fleet.host_port(local_address(ops['address']), ops['port'])}/ops"
+
+
 def check_ports_free(settings: Settings) -> None:
     wanted = [(settings.listen_address, settings.port, "nginx")]
     if settings.tls_on:
         wanted.append((settings.listen_address, settings.tls["port"], "nginx (TLS)"))
-    wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
+    if settings.role != "worker":
+        wanted.append((settings.ops["address"], settings.ops["port"], "nginx (ops listener)"))
+    if settings.role != "balancer":
+        wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
     for address, port, user in wanted:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -145,7 +159,7 @@ def wait_ready(plan: RunPlan, alive: Callable[[], bool], stop: StopSignal) -> bo
     """Poll until every worker answers its probe and nginx's /healthz says 200, showing progress."""
     s = plan.settings
     deadline = time.monotonic() + READY_TIMEOUT_S
-    total, shown = len(s.worker_ports), -1
+    total, shown = len(s.worker_ports), set()
     while time.monotonic() < deadline and not stop.requested:
         if not alive():
             print(f"bokeh-stack: supervisord exited; see {plan.process_log('supervisord')}", file=sys.stderr)
@@ -159,10 +173,12 @@ def wait_ready(plan: RunPlan, alive: Callable[[], bool], stop: StopSignal) -> bo
             w = fatal[0]
             tail = supervision.log_tail(plan, w.name)
             raise StackError(f"worker {w.name} cannot start ({w.state}); the end of its log:\n{tail}")
-        ready = sum(w.probe_ok for w in workers)
-        if ready != shown:
-            say(f"workers ready {ready}/{total}")
-            shown = ready
+        answering = [w for w in workers if w.probe_ok]
+        for w in answering:
+            if w.name not in shown:
+                shown.add(w.name)
+                say(f"worker {w.name} serves (pid {w.pid}, port {w.port}): {len(shown)}/{total}")
+        ready = len(answering)
         if ready == total and supervision.healthz(s, timeout=2) == 200:
             return True
         time.sleep(0.25)

@@ -103,6 +103,7 @@ class Settings:
     frame_ancestors: str
     tls: Mapping[str, Any]
     watchdog: Mapping[str, int]
+    ops: Mapping[str, Any]
     worker_fixes: bool
     worker_fix_mismatch: str
     # Not a setting: what these settings were made of, for write_record (the file, the environment, the flags).
@@ -374,6 +375,7 @@ def _build(
             f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"
         )
     _check_tls(raw["tls"], raw["port"], problems)
+    _check_ops(raw["ops"], problems)
     for key in ("stats_log_ms", "mem_log_ms"):
         if raw[key] < 0:
             problems.append(f"{key} must be 0 (off) or positive, got {raw[key]}")
@@ -384,6 +386,11 @@ def _build(
     nginx_ports = {raw["port"]: "nginx (port)"}
     if tls_on:
         nginx_ports.setdefault(raw["tls"]["port"], "nginx (tls.port)")
+    ops_port = raw["ops"]["port"]
+    if raw["role"] != "worker":
+        if ops_port in nginx_ports:
+            problems.append(f"ops.port and {nginx_ports[ops_port]} must differ, both are {ops_port}")
+        nginx_ports.setdefault(ops_port, "nginx (ops.port)")
     _check_port_clashes(nginx_ports, pools, problems)
     if problems:
         raise SettingsError(problems)
@@ -392,6 +399,7 @@ def _build(
     public_port = raw["tls"]["port"] if tls_on else port
     origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
     values = {key: tuple(raw[key]) if isinstance(raw[key], list) else raw[key] for key in schema}
+    values["ops"] = {**raw["ops"], "allow": tuple(raw["ops"]["allow"])}
     values.update(
         apps_dir=paths["apps_dir"],
         runtime_dir=runtime_dir,
@@ -434,6 +442,16 @@ def _check_tls(tls: Mapping[str, Any], port: int, problems: list[str]) -> None:
     _check_port(tls["port"], "tls.port", problems)
     if all(files.values()) and tls["port"] == port:
         problems.append(f"tls.port and port must differ (port redirects to HTTPS), both are {port}")
+
+
+def _check_ops(ops: Mapping[str, Any], problems: list[str]) -> None:
+    _check_address(ops["address"], "ops.address", problems)
+    _check_port(ops["port"], "ops.port", problems)
+    for network in ops["allow"]:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            problems.append(f"ops.allow: {network!r} is not an address or network (CIDR, e.g. 10.0.0.0/8)")
 
 
 def _type_name(kind: type) -> str:

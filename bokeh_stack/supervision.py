@@ -141,7 +141,9 @@ def workers(plan: RunPlan) -> list[Worker]:
                 name=info["name"],
                 pool=pool.name,
                 port=port,
-                state=info["statename"],
+                # supervisord says STARTING until startsecs (watchdog.start_grace_s) have passed; a worker that
+                # answers serves, so it is RUNNING to anyone who asks.
+                state="RUNNING" if running and seconds is not None else info["statename"],
                 pid=info["pid"],
                 uptime_s=(info["now"] - info["start"]) if running else 0,
                 probe_ok=seconds is not None,
@@ -149,6 +151,16 @@ def workers(plan: RunPlan) -> list[Worker]:
             )
         )
     return found
+
+
+def services(plan: RunPlan) -> dict[str, tuple[str, int]]:
+    """The stack's other processes (nginx, the ops process, the listeners): name -> (state, pid)."""
+    pools = {pool.program for pool in plan.settings.pools}
+    return {
+        info["name"]: (info["statename"], info["pid"])
+        for info in rpc(plan.socket).supervisor.getAllProcessInfo()
+        if info["group"] not in pools and not info["group"].endswith("_watchdog")
+    }
 
 
 def log_tail(plan: RunPlan, process_name: str, lines: int = 20) -> str:

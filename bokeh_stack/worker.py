@@ -1,6 +1,7 @@
-"""A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] ARGS_FILE PORT` runs `bokeh`
-with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port} replaced by PORT),
-with the stack's fixes to Bokeh (bokeh_stack/fixes.py) checked and applied first."""
+"""A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT`
+runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port}
+replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py) and its metrics
+(bokeh_stack/worker_metrics.py) checked and applied first."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 
 from . import fixes
 
-USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] ARGS_FILE PORT"
+USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT"
+FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
 
 
 def read_args(args_file: str, port: str) -> list[str]:
@@ -17,17 +19,25 @@ def read_args(args_file: str, port: str) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    mode = argv[0] if argv[:1] in (["--plain"], ["--warn-mismatch"]) else ""
-    argv = argv[1:] if mode else argv
-    if len(argv) != 2 or not argv[1].isdigit():
+    flags = set()
+    while argv and argv[0] in FLAGS:
+        flags.add(argv.pop(0))
+    if len(argv) != 2 or not argv[1].isdigit() or {"--plain", "--warn-mismatch"} <= flags:
         sys.exit(USAGE)
     args = read_args(*argv)
-    # --plain (setting worker_fixes: false) runs Bokeh as it is, to tell its behaviour from ours.
-    if mode != "--plain":
-        try:
-            fixes.apply(on_mismatch="warn" if mode else "stop")
-        except fixes.FixTargetChanged as e:
-            sys.exit(f"bokeh-stack worker: {e}")
+    chosen: tuple[fixes.Fix, ...] = ()
+    # --plain (setting worker_fixes: false) runs Bokeh as it is, to tell its behaviour from ours; the metrics only
+    # count (setting ops.metrics: false leaves them out, to measure what they cost).
+    if "--plain" not in flags:
+        chosen += fixes.FIXES
+    if "--no-metrics" not in flags:
+        from . import worker_metrics
+
+        chosen += worker_metrics.FIXES
+    try:
+        fixes.apply(chosen, on_mismatch="warn" if "--warn-mismatch" in flags else "stop")
+    except fixes.FixTargetChanged as e:
+        sys.exit(f"bokeh-stack worker: {e}")
     from bokeh.command.bootstrap import main as bokeh_main
 
     bokeh_main(["bokeh", *args])

@@ -114,6 +114,9 @@ class RunningStack:
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.settings.port}{self.settings.prefix}{path}"
 
+    def ops_url(self, path: str = "/metrics") -> str:
+        return f"http://127.0.0.1:{self.settings.ops['port']}{path}"
+
     def rpc(self):
         return supervision.rpc(self.plan.socket).supervisor
 
@@ -149,15 +152,16 @@ def start_stack(
 ) -> RunningStack:
     """`bokeh-stack up [up_args]` on free loopback ports, waited on until it says it is ready."""
     workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
-    first = free_ports(workers + 1)
+    first = free_ports(workers + 2)
     values = {
         "apps_dir": str(apps_dir),
         "runtime_dir": str(tmp_path / "run"),
         "listen_address": "127.0.0.1",
         "port": first,
-        "base_port": first + 1,
+        "base_port": first + 2,
     }
     values.update(settings)
+    values["ops"] = {"port": first + 1, **settings.get("ops", {})}
     # Tests drive many page views from one address: no per-client page rate unless a test sets one.
     values["nginx"] = {"page_rate_per_s": 0, **settings.get("nginx", {})}
     settings_file = tmp_path / "bokeh-stack.yaml"

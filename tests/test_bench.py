@@ -48,6 +48,9 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
         line = next((line for line in lines if target in line), None)
         assert line is not None and line.endswith("| PASS |"), f"{target}:\n{text}"
     assert "|---" in text and "design §2b" in text
+    # The metrics' cost: bokeh-stack with them and without, side by side, and a scrape of the whole fleet.
+    assert re.search(r"\| page views/s, keep-alive \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text), text
+    assert re.search(r"One `/metrics` scrape of 2 workers and nginx: p50 [\d.]+ ms", text), text
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert f"]({png.name})" in text

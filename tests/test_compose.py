@@ -7,12 +7,14 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.pageview import page_view
 from harness.stack import (
@@ -38,6 +40,7 @@ class ComposeStack:
     engine: Engine
     project: str
     port: int
+    ops_port: int
     env: dict
     records: Path
     timings: dict
@@ -76,10 +79,11 @@ def stack(engine, tmp_path_factory):
     records = tmp / "records"
     records.mkdir()
     records.chmod(0o777)  # written by the workers' non-root user
-    port = free_ports(1)
+    port = free_ports(2)
     env = {**engine.env, "BOKEH_STACK_PORT": str(port), "COUNTER_APP": str(counter), "RECORDS_DIR": str(records)}
+    env["BOKEH_STACK_OPS__PORT"] = str(port + 1)
     env.pop("BOKEH_SECRET_KEY", None)
-    stack = ComposeStack(engine, f"bokehstacktest{uuid.uuid4().hex[:8]}", port, env, records, {})
+    stack = ComposeStack(engine, f"bokehstacktest{uuid.uuid4().hex[:8]}", port, port + 1, env, records, {})
     try:
         start = time.monotonic()
         stack.compose("build")
@@ -131,7 +135,9 @@ def test_containers_run_as_non_root_and_only_nginx_publishes(stack):
     for container in stack.containers("workers"):
         assert stack.engine.docker("port", container).stdout.strip() == ""
     published = stack.engine.docker("port", stack.containers("nginx")[0]).stdout
-    assert published.strip() == f"{stack.port}/tcp -> 127.0.0.1:{stack.port}"
+    assert sorted(published.strip().splitlines()) == sorted(
+        f"{port}/tcp -> 127.0.0.1:{port}" for port in (stack.port, stack.ops_port)
+    )
 
 
 def test_one_secret_shared_by_the_worker_containers_and_not_in_the_image(stack):
@@ -139,6 +145,30 @@ def test_one_secret_shared_by_the_worker_containers_and_not_in_the_image(stack):
     assert len(secrets) == 1 and len(secrets.pop().strip()) >= 32
     image = json.loads(stack.engine.docker("image", "inspect", "bokeh-stack-workers:0.1.0").stdout)[0]
     assert not any(var.startswith("BOKEH_SECRET_KEY=") and var != "BOKEH_SECRET_KEY=" for var in image["Config"]["Env"])
+
+
+def test_metrics_of_both_worker_containers_in_one_scrape_and_status_inside_one(stack):
+    views = run(page_views([stack.url("/counter")] * 6, concurrency=2))
+    assert len(views) == 6
+    body = urllib.request.urlopen(f"http://127.0.0.1:{stack.ops_port}/metrics", timeout=10).read().decode()
+    found = [s for family in text_string_to_metric_families(body) for s in family.samples]
+    up = {s.labels["worker"]: s.value for s in found if s.name == "bokeh_stack_worker_up"}
+    # `workers` stands for both containers: each of its workers is scraped at its own address.
+    assert len(up) == 4 and set(up.values()) == {1.0}, up
+    assert len({worker.rsplit(":", 1)[0] for worker in up}) == 2
+    created = sum(s.value for s in found if s.name == "bokeh_stack_sessions_created_total")
+    assert created >= 6
+    assert any(s.name == "nginx_http_requests_total" and s.value > 6 for s in found)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{stack.ops_port}/ops", timeout=10).status == 200
+    with pytest.raises(urllib.error.HTTPError) as public:
+        urllib.request.urlopen(stack.url("/metrics"), timeout=10)
+    assert public.value.code == 404
+
+    status = stack.exec(stack.containers("workers")[0], "bokeh-stack", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert [w["state"] for w in shown["workers"]] == ["RUNNING", "RUNNING"]
+    assert all(w["rss_bytes"] > 10e6 for w in shown["workers"])
 
 
 def test_logs_show_every_worker_prefixed(stack):

@@ -222,13 +222,15 @@ def test_patches_serialized_with_references_on_demand_say_the_same():
 class Worker:
     """`python -m bokeh_stack.worker` as supervisord runs it, on a loopback port, stopped by its process group."""
 
-    def __init__(self, tmp: Path, apps: list[Path], secret: str, plain: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, apps: list[Path], secret: str, plain: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_ports(1)
         args = tmp / f"worker-{self.port}.args"
         origin = f"127.0.0.1:{self.port}"
         lines = ["serve", *map(str, apps), "--address", "127.0.0.1", "--port", "{port}"]
         lines += ["--allow-websocket-origin", origin, "--session-ids", "signed", "--disable-index-redirect"]
-        lines += ["--use-xheaders"]  # as behind nginx: X-Real-IP is the client
+        lines += ["--use-xheaders", *extra]  # as behind nginx: X-Real-IP is the client
         args.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "BOKEH_SECRET_KEY": secret, "BOKEH_SIGN_SESSIONS": "true"}
         command = [sys.executable, "-m", "bokeh_stack.worker", *(["--plain"] if plain else []), str(args)]

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.stack
 def test_the_wheel_holds_what_the_stack_needs_at_run_time(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {
-        f"bokeh_stack/templates/{p.relative_to(ROOT)}" for d in ("nginx", "supervisor") for p in (ROOT / d).glob("*.j2")
+        f"bokeh_stack/templates/{p.relative_to(ROOT)}"
+        for d in ("nginx", "supervisor", "prometheus")
+        for p in (ROOT / d).glob("*.j2")
     }
     assert templates and templates <= names
     assert "bokeh_stack/defaults.yaml" in names
@@ -48,11 +50,12 @@ def test_up_from_any_directory_serves_the_users_apps_and_writes_nothing_there(in
     apps = counter_apps(tmp_path / "my-apps", ["dashboard"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    port = free_ports(3)
+    port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BOKEH_SECRET_KEY")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     env["COUNTER_RECORD_FILE"] = str(tmp_path / "executions.txt")
     command = [str(installed), "up", "--apps", str(apps), "--port", str(port), "--base-port", str(port + 1)]
+    command += ["--ops-port", str(port + 3)]
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=elsewhere, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import re
 
 import bokeh
@@ -43,8 +44,9 @@ def supervisord_programs(layout: RunPlan) -> dict[str, list]:
         {"workers": 3, "prefix": "/dashboards"},
         {"pools": {"heavy": {"apps": ["streaming"], "workers": 2}}, "server_names": ["bokeh.example.org"]},
         {"log_to_stdout": True, "listen_address": "::1"},
+        {"ops": {"address": "0.0.0.0", "allow": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]}},
     ],
-    ids=["defaults", "prefix", "pools", "stdout-ipv6"],
+    ids=["defaults", "prefix", "pools", "stdout-ipv6", "ops-allow"],
 )
 def test_nginx_accepts_the_rendered_config(tmp_path, overrides):
     rendering.nginx_test(rendered(tmp_path, **overrides))
@@ -72,21 +74,28 @@ def test_roles_balancer_and_worker(tmp_path):
     layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
     balancer = RunPlan(dataclasses.replace(layout.settings, role="balancer"))
     rendering.render_checked(balancer)
-    assert set(supervisord_programs(balancer)) == {"nginx"}
+    assert set(supervisord_programs(balancer)) == {"nginx", "bokeh_stack_ops"}
     conf = layout.nginx_site_conf.read_text()
     assert "server 10.0.0.5:5100 " in conf and "server localhost:5101 " in conf
+    # The balancer's ops process scrapes every worker of every host over the internal network.
+    ops = json.loads(balancer.ops_file.read_text())
+    assert [(t["host"], t["port"]) for t in ops["targets"]] == [("10.0.0.5", 5100), ("10.0.0.5", 5101),
+                                                               ("localhost", 5100), ("localhost", 5101)]  # fmt: skip
 
     worker_host = RunPlan(dataclasses.replace(layout.settings, role="worker", user="nobody"))
     rendering.render_checked(worker_host)
     programs = supervisord_programs(worker_host)
-    assert set(programs) == {"bokeh_default", "bokeh_default_watchdog"}
+    assert set(programs) == {"bokeh_default", "bokeh_default_watchdog", "bokeh_stack_restarts"}
     assert "\nuser=nobody\n" in worker_host.supervisord_conf.read_text()
 
 
 def test_supervisord_runs_one_process_per_worker_port(tmp_path):
     layout = rendered(tmp_path, workers=3, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
     programs = supervisord_programs(layout)
-    assert set(programs) == {"bokeh_default", "bokeh_heavy", "nginx", "bokeh_default_watchdog", "bokeh_heavy_watchdog"}
+    assert set(programs) == {
+        "bokeh_default", "bokeh_heavy", "nginx", "bokeh_default_watchdog", "bokeh_heavy_watchdog", "bokeh_stack_ops",
+        "bokeh_stack_restarts",
+    }  # fmt: skip
     for pool in layout.settings.pools:
         # Each worker has its own watchdog, probing that worker's port and restarting only that worker.
         for watchdog, port in zip(programs[f"{pool.program}_watchdog"], pool.ports, strict=True):
@@ -181,3 +190,27 @@ def test_in_containers_supervisord_says_each_line_once(tmp_path):
     """In the foreground supervisord writes its log to stdout itself; a logfile on stdout would repeat it."""
     conf = rendered(tmp_path, log_to_stdout=True).supervisord_conf.read_text()
     assert "\nlogfile=/dev/null\n" in conf and "logfile=/dev/stdout" not in conf.split("[program:")[0]
+
+
+def server_blocks(conf: str) -> dict[str, str]:
+    """The nginx site config's server blocks, by their first listen directive's arguments."""
+    blocks = {}
+    for block in re.findall(r"\nserver \{\n(.*?)\n\}", conf, re.S):
+        blocks[re.search(r"listen ([^;]+);", block).group(1)] = block
+    return blocks
+
+
+def test_the_ops_listener_is_its_own_server_and_lets_in_only_loopback_and_ops_allow(tmp_path):
+    layout = rendered(tmp_path, ops={"port": 9999, "allow": ["10.1.0.0/16"]}, prefix="/dash")
+    blocks = server_blocks(layout.nginx_site_conf.read_text())
+    ops, public = blocks["127.0.0.1:9999"], blocks["127.0.0.1:8080"]
+    allows = re.findall(r"^    (allow|deny) (\S+);", ops, re.M)
+    assert allows == [("allow", "127.0.0.1"), ("allow", "::1"), ("allow", "10.1.0.0/16"), ("deny", "all")]
+    assert f'proxy_pass "http://unix:{layout.ops_socket}:";' in ops
+    assert "stub_status;" in ops and "stub_status" not in public
+    # The public server knows nothing of the ops paths: they fall to its `location / { return 404; }`.
+    assert "/metrics" not in public and "/ops" not in public and "unix:" not in public
+    ops_file = json.loads(layout.ops_file.read_text())
+    assert ops_file["metrics_path"] == "/dash/_bokeh_stack/metrics"
+    assert ops_file["nginx_status"] == ["127.0.0.1", 9999, rendering.NGINX_STATUS_PATH]
+    assert 'targets: ["127.0.0.1:9999"]' in layout.prometheus_config.read_text()

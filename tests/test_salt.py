@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.pageview import page_view
 from harness.stack import (
@@ -84,6 +85,20 @@ class Host:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def stack(self, *args: str) -> subprocess.CompletedProcess:
+        """The bokeh-stack CLI on the host, as its operator runs it."""
+        command = ["/opt/bokeh-stack/venv/bin/bokeh-stack", *args, "--settings", "/etc/bokeh-stack/settings.yaml"]
+        return self.engine.docker("exec", self.name, *command, check=False)
+
+    def metrics(self) -> list:
+        """The host's /metrics, from the host itself (its ops listener is on its loopback)."""
+        fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9180/metrics').read().decode())"
+        body = self.engine.docker("exec", self.name, "/opt/bokeh-stack/venv/bin/python", "-c", fetch).stdout
+        return [s for family in text_string_to_metric_families(body) for s in family.samples]
+
+    def workers_up(self) -> dict[str, float]:
+        return {s.labels["worker"]: s.value for s in self.metrics() if s.name == "bokeh_stack_worker_up"}
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +194,16 @@ def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
     assert worker_sockets and all(line.split()[1].startswith("0100007F:") for line in worker_sockets)
 
 
+def test_the_operator_sees_the_fleet_on_the_host(host):
+    status = host.stack("status", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert [(w["port"], w["state"]) for w in shown["workers"]] == [(5100, "RUNNING"), (5101, "RUNNING")]
+    assert shown["services"]["bokeh_stack_ops"]["state"] == "RUNNING"
+    assert host.workers_up() == {"127.0.0.1:5100": 1.0, "127.0.0.1:5101": 1.0}
+    assert http_status(host.url("/metrics")) == 404, "not on the public port"
+
+
 def test_a_pillar_change_restarts_workers_one_at_a_time(host):
     pillar = yaml.safe_load(host.pillar_file.read_text())
     pillar["bokeh"]["settings"]["session"] = {"keep_alive_ms": 20000}
@@ -245,6 +270,9 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         assert per_view == 1.0
         assert len({w.split(":")[0] for w in per_worker}) == 2, "sessions on both worker hosts"
         assert len(per_worker) == 4, "on every worker of both hosts"
+        # The balancer's one scrape holds every worker of both hosts, reached over the internal network.
+        every = {f"{address}:{port}" for address in addresses for port in (5100, 5101)}
+        assert balancer.workers_up() == dict.fromkeys(every, 1.0)
 
         # A stopped host's address goes silent (no refusal): a request nginx sends to one of its workers waits
         # proxy_connect_timeout (1 s), then goes to the next worker. Slower, never failed.
@@ -252,6 +280,8 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         stream = run(stream_of_page_views(balancer.url("/counter"), 8.0))
         print(f"one worker host stopped: {stream}")
         assert stream.done >= 8 and stream.failures == [], f"{stream}: {stream.failures[:3]}"
+        gone = {f"{addresses[0]}:{port}" for port in (5100, 5101)}
+        assert {w for w, up in balancer.workers_up().items() if up == 0} == gone
     finally:
         for host in hosts:
             engine.docker("rm", "-f", host.name, check=False)

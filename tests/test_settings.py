@@ -96,6 +96,13 @@ def test_unknown_keys_are_named_with_a_suggestion(tmp_path):
         ({"role": "nginx"}, "role must be one of all, balancer, worker, got 'nginx'"),
         ({"user": "bad user"}, "user must be a user name (or empty: the user who starts the stack), got 'bad user'"),
         ({"worker_fix_mismatch": "ignore"}, "worker_fix_mismatch must be stop or warn, got 'ignore'"),
+        (
+            {"ops": {"allow": ["10.0.0.0/33"]}},
+            "ops.allow: '10.0.0.0/33' is not an address or network (CIDR, e.g. 10.0.0.0/8)",
+        ),
+        ({"ops": {"address": "ops.local"}}, "ops.address must be an IP address, got 'ops.local'"),
+        ({"ops": {"port": 8080}}, "ops.port and nginx (port) must differ, both are 8080"),
+        ({"ops": {"port": 5100}}, "port 5100 is used twice: by nginx (ops.port) and by pool default's workers"),
     ],
 )
 def test_bad_settings_get_a_clear_error(overrides, message):
