@@ -95,6 +95,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
+        "token_headers": [_header_name(h) for h in ("X-Real-IP", *s.session["pass_headers"])],
         "ops_listen": f"{_host(s.ops['address'])}:{s.ops['port']}",
         "ops_local": local_address(s.ops["address"]),
         "ops_origin": ops.TRUSTED_ORIGIN,
@@ -117,6 +118,11 @@ def ops_config(plan: RunPlan) -> dict[str, Any]:
         "interval_s": OPS_INTERVAL_S,
         "history": OPS_HISTORY_S // OPS_INTERVAL_S,
     }
+
+
+def _header_name(name: str) -> str:
+    """A header name as tornado spells it when Bokeh compares it with --include-headers (X-Real-Ip)."""
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
 def _worker_mode(s: Settings) -> str:

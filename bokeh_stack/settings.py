@@ -43,7 +43,13 @@ _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 _UNSAFE_PATH_CHARS = set("\"'`\\$%{};\n\r\t")
 _FRAME_ANCESTORS = re.compile(r"^[A-Za-z0-9'*:/._ -]+$")
 # Numeric settings where 0 means "off"; every other number in a group must be positive.
-ZERO_MEANS_OFF = {"nginx.page_rate_per_s", "tls.hsts_max_age_s", "watchdog.timeout_s"}
+ZERO_MEANS_OFF = {
+    "nginx.page_rate_per_s", "nginx.ws_per_address", "nginx.ws_open_rate_per_s", "tls.hsts_max_age_s",
+    "watchdog.timeout_s",
+}  # fmt: skip
+# What session.pass_cookies and session.pass_headers may name (they are rendered into the workers' arguments).
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9_.!#$%&'*+^`|~-]{1,128}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,128}$")
 
 
 class SettingsError(ValueError):
@@ -367,9 +373,13 @@ def _build(
     for group in ("session", "nginx", "watchdog"):
         for key, value in raw[group].items():
             dotted = f"{group}.{key}"
-            if value < (0 if dotted in ZERO_MEANS_OFF else 1):
+            if isinstance(value, int) and value < (0 if dotted in ZERO_MEANS_OFF else 1):
                 wanted = "0 (off) or positive" if dotted in ZERO_MEANS_OFF else "positive"
                 problems.append(f"{dotted} must be {wanted}, got {value}")
+    for key, pattern in (("pass_cookies", _COOKIE_NAME), ("pass_headers", _HEADER_NAME)):
+        for name in raw["session"][key]:
+            if not pattern.match(name):
+                problems.append(f"session.{key}: {name!r} is not a {key.split('_')[1][:-1]} name")
     if not _FRAME_ANCESTORS.match(raw["frame_ancestors"]):
         problems.append(
             f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"

@@ -1,6 +1,6 @@
 """A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT`
 runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port}
-replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py) and its metrics
+replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py, bokeh_stack/hardening.py) and its metrics
 (bokeh_stack/worker_metrics.py) checked and applied first."""
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def main(argv: list[str]) -> None:
     # --plain (setting worker_fixes: false) runs Bokeh as it is, to tell its behaviour from ours; the metrics only
     # count (setting ops.metrics: false leaves them out, to measure what they cost).
     if "--plain" not in flags:
-        chosen += fixes.FIXES
+        from . import hardening
+
+        chosen += fixes.FIXES + hardening.FIXES
     if "--no-metrics" not in flags:
         from . import worker_metrics
 

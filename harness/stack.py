@@ -162,8 +162,9 @@ def start_stack(
     }
     values.update(settings)
     values["ops"] = {"port": first + 1, **settings.get("ops", {})}
-    # Tests drive many page views from one address: no per-client page rate unless a test sets one.
-    values["nginx"] = {"page_rate_per_s": 0, **settings.get("nginx", {})}
+    # Tests drive many page views and websockets from one address (a real crowd comes from many): no per-address
+    # page or websocket limit unless a test sets one.
+    values["nginx"] = {"page_rate_per_s": 0, "ws_per_address": 0, "ws_open_rate_per_s": 0, **settings.get("nginx", {})}
     settings_file = tmp_path / "bokeh-stack.yaml"
     settings_file.write_text(yaml.safe_dump(values))
     output, record = tmp_path / "up.log", tmp_path / "executions.txt"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ from bokeh.document.modules import DocumentModuleManager
 from bokeh.models import Div
 from bokeh.server.server import Server
 
-from bokeh_stack import fixes, limits, worker
+from bokeh_stack import fixes, hardening, limits, worker
 from harness.pageview import connect_and_pull, open_page
 from harness.stack import TEST_APPS, free_ports, wait_for
 
@@ -37,6 +38,29 @@ def undo():
 
 def test_every_fix_fits_the_pinned_bokeh():
     assert fixes.check() == {}
+    assert fixes.check(hardening.FIXES) == {}
+
+
+def test_a_worker_log_record_is_cut_whatever_a_client_sent():
+    factory = logging.getLogRecordFactory()
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(handler.format(record))
+    logger = logging.getLogger("bokeh_stack.test_bounded")
+    logger.addHandler(handler)
+    try:
+        hardening.bounded_log_records()
+        logger.error("got %r", "x" * 100_000)
+        try:
+            raise ValueError("y" * 100_000)
+        except ValueError:
+            logger.exception("failed on %s", "z" * 10)
+    finally:
+        logging.setLogRecordFactory(factory)
+        logger.removeHandler(handler)
+    cut, failed = records
+    assert len(cut) < hardening.LOG_LINE_BYTES + 100 and "[cut: 100006 characters in all]" in cut
+    assert failed.startswith("failed on zzzzzzzzzz\nTraceback") and len(failed) < hardening.LOG_TRACEBACK_BYTES + 200
 
 
 def test_a_fix_whose_target_changed_stops_the_worker_naming_it(monkeypatch, tmp_path, undo):

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from bokeh.util.token import get_token_payload
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tornado.httpclient import AsyncHTTPClient
 
-from harness.pageview import open_page, page_view
+from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
     SHIPPED_APPS,
     counter_apps,
@@ -163,6 +165,13 @@ def test_a_hung_worker_is_restarted_by_the_watchdog(stacks, tmp_path):
 # --- 3. Bad input -----------------------------------------------------------------------------------------------
 
 BROKEN_APP = 'raise RuntimeError("this app is broken on purpose")\n'
+# What an app learns of its page request: the scheme and address tornado derived from the forwarded headers.
+WHOAMI_APP = """from bokeh.models import Div
+from bokeh.plotting import curdoc
+
+request = curdoc().session_context.request
+curdoc().add_root(Div(text=f"{request.protocol} {request.remote_ip}", name="whoami"))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +179,13 @@ def hardened(tmp_path_factory):
     """One stack for the bad-input tests: the counter app, an app that raises at import, short client timeouts
     and a small websocket message limit."""
     tmp = tmp_path_factory.mktemp("hardened")
-    apps = counter_apps(tmp / "apps", ["counter"])
+    apps = counter_apps(tmp / "apps", ["counter", "other"])
     (apps / "broken").mkdir()
     (apps / "broken" / "main.py").write_text(BROKEN_APP)
-    stack = start_stack(tmp, apps, workers=2, nginx={"client_timeout_s": 2}, session={"max_message_bytes": 65536})
+    (apps / "whoami").mkdir()
+    (apps / "whoami" / "main.py").write_text(WHOAMI_APP)
+    session = {"max_message_bytes": 65536, "pass_cookies": ["theme"], "pass_headers": ["Accept-Language"]}
+    stack = start_stack(tmp, apps, workers=2, nginx={"client_timeout_s": 2}, session=session)
     try:
         yield stack
     finally:
@@ -336,6 +348,128 @@ def test_a_flood_of_page_gets_from_one_client_gets_429(stacks, tmp_path):
     wait_for(lambda: get(stack.url("/counter"))[0] == 200, 10, "page GETs to be served again")
 
 
+# --- 3b. What a page, a token and a client can reach ------------------------------------------------------------
+
+
+def page_token(body: bytes) -> str:
+    [token] = re.findall(rb'"token"\s*:\s*"([A-Za-z0-9_.\-=]+)"', body)
+    return token.decode()
+
+
+def test_a_page_carries_no_credential_and_is_never_cached(hardened):
+    headers = {
+        "Cookie": "sso=SECRET-COOKIE; theme=dark",
+        "Authorization": "Basic U0VDUkVULUFVVEg=",
+        "Accept-Language": "de",
+        "X-Api-Key": "SECRET-HEADER",
+    }
+    status, answer, body = get(hardened.url("/counter"), headers)
+    assert status == 200 and answer["Cache-Control"] == "no-store"
+    payload = get_token_payload(page_token(body))
+    assert payload["cookies"] == {"theme": "dark"}, "only the cookie the settings pass"
+    assert set(payload["headers"]) == {"X-Real-Ip", "Accept-Language"}
+    assert payload["headers"]["X-Real-Ip"] == "127.0.0.1"
+    assert "SECRET" not in repr(payload) and b"SECRET" not in body
+    autoload = hardened.url("/counter/autoload.js?bokeh-autoload-element=x&bokeh-absolute-url=http://127.0.0.1")
+    status, answer, body = get(autoload, headers)
+    assert status == 200 and answer["Cache-Control"] == "no-store"
+    assert "SECRET" not in repr(get_token_payload(page_token(body)))
+
+
+def test_a_token_opens_only_its_own_apps_websocket(hardened):
+    async def attempt() -> None:
+        view = await open_page(hardened.url("/counter"))  # its own app: fine
+        token = page_token((await AsyncHTTPClient().fetch(hardened.url("/counter"))).body)
+        view.close()
+        origin = {"Origin": f"http://127.0.0.1:{hardened.settings.port}"}
+        with pytest.raises(PageViewError):
+            await connect_and_pull(hardened.url("/other"), token, origin, 10)
+        ws, _, document = await connect_and_pull(hardened.url("/counter"), token, origin, 10)
+        assert document.roots
+        ws.close()
+
+    pids = worker_pids(hardened)
+    run(attempt())
+    assert_unharmed(hardened, pids)
+
+
+def worker_logs_bytes(stack) -> int:
+    return sum(p.stat().st_size for p in stack.settings.log_dir.glob("bokeh_default_*.log") if "watchdog" not in p.name)
+
+
+def test_what_a_client_sends_is_logged_bounded_and_errors_carry_no_traceback(hardened):
+    async def garbage(frames: list) -> list:
+        """What the server answers, until it closes or has answered an ERROR message (its three frames)."""
+        view = await open_page(hardened.url("/counter"))
+        for frame in frames:
+            await view._ws.write_message(frame, binary=isinstance(frame, bytes))
+        answers: list = []
+        while (message := await asyncio.wait_for(view._ws.read_message(), 10)) is not None:
+            answers.append(message)
+            if len(answers) >= 3 and any(isinstance(a, str) and '"ERROR"' in a for a in answers[-3:-2]):
+                break
+        view.close()
+        return answers
+
+    pids = worker_pids(hardened)
+    before = worker_logs_bytes(hardened)
+    # A PATCH-DOC the server cannot apply: Bokeh logs the whole message it failed on (60 KB here, each time).
+    header = json.dumps({"msgid": "7", "msgtype": "PATCH-DOC"})
+    change = {"kind": "ModelChanged", "model": {"id": "p1"}, "attr": "x", "new": "x" * 60_000}
+    for _ in range(5):
+        run(garbage([header, "{}", json.dumps({"events": [change]})]))
+    grown = worker_logs_bytes(hardened) - before
+    print(f"\n5 x 60 KB of garbage: the worker logs grew {grown} bytes")
+    assert grown < 5 * 10_000, "a client's input is not copied into the log"
+
+    # A message the server cannot handle: an ERROR reply that says so, with no traceback and no path.
+    answers = run(garbage([header, "{}", json.dumps({"events": [{"kind": "NoSuchEvent"}]})]))
+    errors = [a for a in answers if isinstance(a, str) and '"ERROR"' in a]
+    assert errors, answers
+    text = " ".join(a for a in answers if isinstance(a, str))
+    assert "Traceback" not in text and ".py" not in text and "site-packages" not in text, text
+    assert "the server could not handle this message" in text
+    assert_unharmed(hardened, pids)
+
+
+def test_forwarded_headers_a_client_sends_do_not_reach_the_app(hardened):
+    # tornado takes the scheme from X-Scheme before X-Forwarded-Proto, and the address from X-Real-IP: sent by a
+    # client, they would tell the app that a plain-HTTP connection is secure, and come from anywhere.
+    forged = {"X-Scheme": "https", "X-Forwarded-Proto": "https", "X-Real-IP": "203.0.113.9"}
+
+    async def whoami() -> str:
+        page = await AsyncHTTPClient().fetch(hardened.url("/whoami"), headers=forged)
+        # The affinity cookie: the websocket must reach the worker that built the session for this page request.
+        affinity = page.headers["Set-Cookie"].split(";")[0]
+        headers = {"Origin": f"http://127.0.0.1:{hardened.settings.port}", "Cookie": affinity}
+        ws, _, document = await connect_and_pull(hardened.url("/whoami"), page_token(page.body), headers, 10)
+        ws.close()
+        return document.get_model_by_name("whoami").text
+
+    assert run(whoami()) == "http 127.0.0.1", "the scheme and address nginx saw, not what the client sent"
+
+
+def test_by_default_no_cookie_reaches_a_page_and_websockets_per_address_are_limited(stacks, tmp_path):
+    stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=1, nginx={"ws_per_address": 3})
+    body = get(stack.url("/counter"), {"Cookie": "sso=SECRET; theme=dark", "Authorization": "Bearer SECRET"})[2]
+    payload = get_token_payload(page_token(body))
+    assert payload["cookies"] == {} and list(payload["headers"]) == ["X-Real-Ip"]
+
+    async def open_four() -> list:
+        views = [await open_page(stack.url("/counter")) for _ in range(3)]
+        try:
+            with pytest.raises(PageViewError, match="429"):
+                await open_page(stack.url("/counter"))
+        finally:
+            for view in views:
+                view.close()
+        await asyncio.sleep(0.2)
+        return [await open_page(stack.url("/counter"))]  # a tab closed: room for another
+
+    [again] = run(open_four())
+    assert again.document.roots
+
+
 # --- 4. Secure by default ---------------------------------------------------------------------------------------
 
 
@@ -361,6 +495,20 @@ def test_workers_are_reachable_only_on_loopback(hardened):
     assert status == 200
     assert headers["Content-Security-Policy"] == "frame-ancestors 'self'"
     assert headers["X-Content-Type-Options"] == "nosniff" and headers["Server"] == "nginx"
+
+
+def test_only_the_workers_hold_the_secret(hardened):
+    secret = hardened.settings.secret_file.read_text().strip()
+    supervisord = psutil.Process(hardened.rpc().getPID())
+    holders = {}
+    for process in supervisord.children(recursive=True):
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        holders[" ".join(process.cmdline()[:4])] = f"BOKEH_SECRET_KEY={secret}".encode() in environ
+    workers = {command: held for command, held in holders.items() if "bokeh_stack.worker" in command}
+    assert workers and all(workers.values()), holders
+    others = {command for command, held in holders.items() if held and command not in workers}
+    assert not others, f"the secret is in the environment of {others}"
+    assert len(holders) > len(workers) + 2, "the watchdogs, nginx and the ops process were looked at"
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

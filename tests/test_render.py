@@ -214,3 +214,20 @@ def test_the_ops_listener_is_its_own_server_and_lets_in_only_loopback_and_ops_al
     assert ops_file["metrics_path"] == "/dash/_bokeh_stack/metrics"
     assert ops_file["nginx_status"] == ["127.0.0.1", 9999, rendering.NGINX_STATUS_PATH]
     assert 'targets: ["127.0.0.1:9999"]' in layout.prometheus_config.read_text()
+
+
+def worker_args(layout: RunPlan) -> list[str]:
+    return layout.args_file(layout.settings.pools[0]).read_text().splitlines()
+
+
+def test_session_tokens_carry_only_the_headers_and_cookies_the_settings_pass(tmp_path):
+    args = worker_args(rendered(tmp_path / "defaults"))
+    at = args.index("--include-headers")
+    assert args[at + 1 : at + 3] == ["X-Real-Ip", "--session-ids"]
+    assert "--include-cookies" not in args, "none: the worker's hardening turns Bokeh's default (all) into none"
+    session = {"pass_cookies": ["theme", "lang"], "pass_headers": ["accept-language"]}
+    args = worker_args(rendered(tmp_path / "passed", session=session))
+    at = args.index("--include-headers")
+    assert args[at + 1 : at + 3] == ["X-Real-Ip", "Accept-Language"], "spelled as tornado compares them"
+    at = args.index("--include-cookies")
+    assert args[at + 1 : at + 3] == ["theme", "lang"]
