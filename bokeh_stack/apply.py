@@ -12,13 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import supervision
+from . import ops, supervision
 from .plan import RunPlan
 from .render import render_checked
 from .settings import Pool
 
 READY_TIMEOUT_S = 60
-OPS_PROGRAM = "bokeh_stack_ops"  # supervisor/supervisord.conf.j2
 
 
 class ApplyError(RuntimeError):
@@ -68,9 +67,9 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
         sup.signalProcess("nginx", "HUP")
         act("reloaded nginx")
 
-    if plan.with_nginx and plan.ops_file in changed and OPS_PROGRAM not in replaced:
-        sup.stopProcess(OPS_PROGRAM)
-        sup.startProcess(OPS_PROGRAM)
+    if plan.with_nginx and plan.ops_file in changed and ops.PROGRAM not in replaced:
+        sup.stopProcess(ops.PROGRAM)
+        sup.startProcess(ops.PROGRAM)
         act("restarted the ops process with the new workers to scrape")
 
     if plan.with_workers:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .settings import Settings, local_address
+from .settings import Settings, local_address, url_host
 from .worker_metrics import METRICS_PATH
 
 # A worker that has not answered within this is reported down (bokeh_stack_worker_up 0): a whole scrape of a fleet
@@ -43,7 +43,7 @@ class Target:
 
 
 def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
 
 
 def targets(s: Settings) -> list[Target]:
@@ -59,6 +59,11 @@ def targets(s: Settings) -> list[Target]:
 def local_targets(s: Settings) -> list[Target]:
     """The workers of this host (`bokeh-stack status` on a worker host or in a workers container)."""
     return [Target(local_address(s.worker_address), port, pool.name) for pool in s.pools for port in pool.ports]
+
+
+def ops_target(s: Settings) -> str:
+    """Where this host reaches its ops listener (host:port)."""
+    return host_port(local_address(s.ops["address"]), s.ops["port"])
 
 
 def metrics_path(s: Settings) -> str:

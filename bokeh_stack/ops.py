@@ -22,6 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import fleet
 
+# Its supervisord program.
+PROGRAM = "bokeh_stack_ops"
 # nginx checks that a dashboard's websocket comes from the page's own origin, then says so with this Origin.
 TRUSTED_ORIGIN = "bokeh-stack-ops"
 # The build p95 on the dashboard is over this many of the last samples (a minute at 5 s).

@@ -19,7 +19,7 @@ import jinja2
 from . import __version__, fleet, limits, ops, static_files
 from .apps import app_info
 from .plan import RunPlan
-from .settings import Settings, local_address
+from .settings import Settings, local_address, url_host
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The ops listener's nginx counters (stub_status), for the ops process on this host only.
@@ -71,7 +71,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),
             "digests": {app: apps[app]["digest"] for app in pool.apps},
-            "servers": [f"{_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
+            "servers": [f"{url_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
         }
         for pool in s.pools
     ]
@@ -83,9 +83,9 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "pools": pools,
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
         "apps": list(apps.values()),
-        "listen": f"{_host(s.listen_address)}:{s.port}",
-        "probe_address": _host(local_address(s.worker_address)),
-        "tls_listen": f"{_host(s.listen_address)}:{s.tls['port']}",
+        "listen": f"{url_host(s.listen_address)}:{s.port}",
+        "probe_address": url_host(local_address(s.worker_address)),
+        "tls_listen": f"{url_host(s.listen_address)}:{s.tls['port']}",
         "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
         "static_dir": plan.static_tree,
         "favicon": bokeh_favicon(),
@@ -96,9 +96,11 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
         "token_headers": [_header_name(h) for h in ("X-Real-IP", *s.session["pass_headers"])],
-        "ops_listen": f"{_host(s.ops['address'])}:{s.ops['port']}",
+        "ops_listen": fleet.host_port(s.ops["address"], s.ops["port"]),
         "ops_local": local_address(s.ops["address"]),
+        "ops_target": fleet.ops_target(s),
         "ops_origin": ops.TRUSTED_ORIGIN,
+        "ops_program": ops.PROGRAM,
         "nginx_status_path": NGINX_STATUS_PATH,
         "scrape_timeout_s": fleet.SCRAPE_TIMEOUT_S,
         "worker_log": "the container's output (docker compose logs workers)"
@@ -133,10 +135,6 @@ def _worker_mode(s: Settings) -> str:
     else:
         flags = "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
     return flags + ("" if s.ops["metrics"] else "--no-metrics ")
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
 def environment() -> jinja2.Environment:

@@ -17,7 +17,7 @@ from . import fleet, supervision
 from . import render as rendering
 from .app_check import check_apps
 from .plan import RunPlan
-from .settings import Settings, local_address, write_record
+from .settings import Settings, write_record
 
 READY_TIMEOUT_S = 90
 WATCH_INTERVAL_S = 1.0
@@ -133,8 +133,7 @@ def say_ready(settings: Settings, how: str) -> None:
 
 
 def ops_url(settings: Settings) -> str:
-    ops = settings.ops
-    return f"http://{fleet.host_port(local_address(ops['address']), ops['port'])}/ops"
+    return f"http://{fleet.ops_target(settings)}/ops"
 
 
 def check_ports_free(settings: Settings) -> None:

@@ -376,10 +376,10 @@ def _build(
             if isinstance(value, int) and value < (0 if dotted in ZERO_MEANS_OFF else 1):
                 wanted = "0 (off) or positive" if dotted in ZERO_MEANS_OFF else "positive"
                 problems.append(f"{dotted} must be {wanted}, got {value}")
-    for key, pattern in (("pass_cookies", _COOKIE_NAME), ("pass_headers", _HEADER_NAME)):
+    for key, pattern, kind in (("pass_cookies", _COOKIE_NAME, "cookie"), ("pass_headers", _HEADER_NAME, "header")):
         for name in raw["session"][key]:
             if not pattern.match(name):
-                problems.append(f"session.{key}: {name!r} is not a {key.split('_')[1][:-1]} name")
+                problems.append(f"session.{key}: {name!r} is not a {kind} name")
     if not _FRAME_ANCESTORS.match(raw["frame_ancestors"]):
         problems.append(
             f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"
@@ -426,6 +426,11 @@ def default_runtime_dir(environ: Mapping[str, str]) -> Path:
     """The user's state directory (XDG Base Directory): where a stack runs unless runtime_dir says otherwise."""
     state_home = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state_home) / "bokeh-stack"
+
+
+def url_host(address: str) -> str:
+    """An address as a URL or an nginx `listen` names it (an IPv6 one in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
 
 
 def local_address(address: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import fleet, restarts, runner, supervision
 from .plan import RunPlan
+from .settings import local_address
 
 WATCH_INTERVAL_S = 2.0
 
@@ -42,15 +43,17 @@ def gather(plan: RunPlan) -> dict[str, Any]:
     found = asyncio.run(fleet.scrape(fleet.local_targets(s), fleet.metrics_path(s)))
     metrics = {w.worker: w for w in fleet.summarize(found)}
     counts = restarts.counts(plan.restarts_file)
+    address = local_address(s.worker_address)
     rows = []
-    for w, target in zip(workers, _targets_of(plan, workers), strict=True):
-        m = metrics.get(target.worker)
+    for w in workers:
+        label = fleet.host_port(address, w.port)  # as fleet.local_targets names it
+        m = metrics.get(label)
         up = m is not None and m.up
         rows.append(
             WorkerStatus(
                 name=w.name,
                 pool=w.pool,
-                worker=target.worker,
+                worker=label,
                 port=w.port,
                 state=w.state,
                 pid=w.pid,
@@ -83,11 +86,6 @@ def gather(plan: RunPlan) -> dict[str, Any]:
     if plan.with_nginx:
         result["ops"] = runner.ops_url(plan.settings)
     return result
-
-
-def _targets_of(plan: RunPlan, workers: list[supervision.Worker]) -> list[fleet.Target]:
-    by_port = {t.port: t for t in fleet.local_targets(plan.settings)}
-    return [by_port[w.port] for w in workers]
 
 
 def table(status: dict[str, Any]) -> str:
