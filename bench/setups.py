@@ -103,7 +103,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _answers(port: int, path: str = "/") -> bool:
-    return supervision._get_status("127.0.0.1", port, path, timeout=2) == 200
+    return supervision.get_status("127.0.0.1", port, path, timeout=2) == 200
 
 
 def bokeh_serve(apps: list[Path], port: int, public_port: int, session: dict, extra: list[str] = ()) -> list[str]:
@@ -143,7 +143,9 @@ def started(
     env = {"COUNTER_RECORD_FILE": str(record)}
     apps = _app_dirs(apps_dir)
     if key == "stack":
-        stack = start_stack(directory, apps_dir, workers=workers, session=session, **(settings or {}))
+        # The bench also measures the workers directly, without nginx: on TCP ports, not unix sockets.
+        settings = {"unix_sockets": False, **(settings or {})}
+        stack = start_stack(directory, apps_dir, workers=workers, session=session, **settings)
         try:
             ports = stack.settings.worker_ports
             pids = lambda: [w.pid for w in sorted(stack.workers(), key=lambda w: w.port)]  # noqa: E731

@@ -9,9 +9,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import privileges
 
-def check_apps(apps_dir: Path, apps: list[str], timeout: float = 60.0) -> dict[str, str | None]:
-    """app name -> None if it built a document, else what went wrong. Each app runs in its own process."""
+
+def check_apps(
+    apps_dir: Path, apps: list[str], user: str | None = None, timeout: float = 60.0
+) -> dict[str, str | None]:
+    """app name -> None if it built a document, else what went wrong. Each app runs in its own process, as `user`
+    if given (started as root: the workers' user, never root unless allowed)."""
 
     def one(app: str) -> str | None:
         try:
@@ -20,6 +25,8 @@ def check_apps(apps_dir: Path, apps: list[str], timeout: float = 60.0) -> dict[s
                 capture_output=True,
                 text=True,
                 timeout=timeout,
+                cwd=apps_dir,
+                **privileges.become(user),
             )
         except subprocess.TimeoutExpired:
             return f"did not build its document within {timeout:.0f} s"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import ops, supervision
+from . import ops, privileges, supervision
 from .plan import RunPlan
 from .render import render_checked
 from .settings import Pool
@@ -33,6 +33,7 @@ class Applied:
 
 def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] = print) -> Applied:
     before = {pool.program: _read(plan.args_file(pool)) for pool in plan.settings.pools}
+    privileges.check(plan, log)
     changed = set(render_checked(plan))
     result = Applied(changed_files=sorted(str(p) for p in changed))
     if supervision.supervisord_running(plan.socket) is None:
@@ -108,7 +109,7 @@ def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None], why: 
         sup.stopProcess(name)
         sup.startProcess(name, False)  # not waiting for RUNNING (startsecs): the probe says when it serves
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while supervision.probe(s.worker_address, port, s.prefix) is None:
+        while supervision.probe_target(supervision.worker_target(plan, pool, port), s.prefix) is None:
             if time.monotonic() > deadline:
                 raise ApplyError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
             time.sleep(0.1)

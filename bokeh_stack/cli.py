@@ -14,12 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__, runner, status, supervision
+from . import __version__, privileges, runner, status, supervision
 from . import apply as applying
 from . import render as rendering
 from .app_check import check_apps
 from .logs import LogsError, log_files, show
-from .plan import RunPlan, find_nginx
+from .plan import SERVICE_USER, RunPlan, find_nginx
+from .privileges import PrivilegeError
 from .render import RenderError
 from .runner import StackError
 from .secret import SecretError, ensure_secret, write_secret
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except (StackError, RenderError, SecretError, LogsError, TimeoutError) as e:
+    except (StackError, RenderError, PrivilegeError, SecretError, LogsError, TimeoutError) as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 1
 
@@ -59,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--role", choices=ROLES, help="what this host runs: nginx and workers (all), nginx only, or workers only"
     )
-    common.add_argument("--user", help="when root: run the workers and nginx's worker processes as this user")
+    common.add_argument(
+        "--user", help=f"when root: run the workers and nginx's worker processes as this user (default {SERVICE_USER})"
+    )
 
     parser = argparse.ArgumentParser(prog="bokeh-stack", description=__doc__)
     parser.add_argument("--version", action=_Version, help="show bokeh-stack's and Bokeh's versions and exit")
@@ -140,6 +143,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     plan = _plan(args)
     if args.out:
         plan = plan.in_dir(Path(args.out).resolve())
+    else:
+        privileges.check(plan, lambda line: print(f"bokeh-stack: {line}"))
     changed = rendering.render_checked(plan)
     for path in changed:
         print(path)
@@ -187,11 +192,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    plan = _plan(args)
+    settings = plan.settings
     pools, workers = len(settings.pools), len(settings.worker_ports)
     print(f"settings: ok ({len(settings.apps)} apps in {pools} pool(s), {workers} workers)")
+    privileges.check(plan, lambda line: print(f"bokeh-stack: {line}"))
     failed = 0
-    for app, error in check_apps(settings.apps_dir, list(settings.apps)).items():
+    for app, error in check_apps(settings.apps_dir, list(settings.apps), plan.app_user).items():
         if error:
             failed += 1
             print(f"app {app}: FAILED\n" + "\n".join(f"    {line}" for line in error.splitlines()))
@@ -225,6 +232,7 @@ def cmd_supervisord(args: argparse.Namespace) -> int:
     running = supervision.supervisord_running(plan.socket)
     if running:
         raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running})")
+    privileges.check(plan, lambda line: print(f"bokeh-stack: {line}", flush=True))
     rendering.render_checked(plan)
     argv, env = supervision.supervisord_command(plan, foreground=not args.daemon)
     sys.stdout.flush()

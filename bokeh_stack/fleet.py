@@ -1,7 +1,7 @@
 """One scrape of the whole fleet: every worker's own metrics (bokeh_stack/worker_metrics.py) and nginx's
 stub_status, fetched concurrently and merged into one Prometheus exposition in which every worker series carries
-`worker` (host:port) and `pool` labels. The ops process serves it as /metrics; `bokeh-stack status` and the /ops
-dashboard read the same scrape through summarize()."""
+`worker` (host:port, or the process name on a unix socket) and `pool` labels. The ops process serves it as
+/metrics; `bokeh-stack status` and the /ops dashboard read the same scrape through summarize()."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from .settings import Settings, local_address, url_host
+from .plan import RunPlan
+from .settings import Pool, Settings, local_address, url_host
 from .worker_metrics import METRICS_PATH
 
 # A worker that has not answered within this is reported down (bokeh_stack_worker_up 0): a whole scrape of a fleet
@@ -31,23 +32,29 @@ _STUB_STATUS = re.compile(
 
 @dataclass(frozen=True)
 class Target:
-    """One worker to scrape: the `worker` label (host:port, as nginx's upstream names it) and its pool."""
+    """One worker to scrape, by TCP (host, port) or by its unix socket; its `worker` label names it as nginx's
+    upstream does (host:port), or by its process name on a unix socket, and its pool."""
 
     host: str
     port: int
     pool: str
+    socket: str = ""
+    name: str = ""
 
     @property
     def worker(self) -> str:
-        return host_port(self.host, self.port)
+        return self.name if self.socket else host_port(self.host, self.port)
 
 
 def host_port(host: str, port: int) -> str:
     return f"{url_host(host)}:{port}"
 
 
-def targets(s: Settings) -> list[Target]:
+def targets(plan: RunPlan) -> list[Target]:
     """Every worker of every pool on every worker host: what the balancer scrapes."""
+    s = plan.settings
+    if s.worker_sockets:
+        return [t for pool in s.pools for _, t in local_targets(plan, pool)]
     return [
         Target(local_address(host), port, pool.name)
         for host in s.worker_hosts
@@ -56,9 +63,14 @@ def targets(s: Settings) -> list[Target]:
     ]
 
 
-def local_targets(s: Settings) -> list[Target]:
-    """The workers of this host (`bokeh-stack status` on a worker host or in a workers container)."""
-    return [Target(local_address(s.worker_address), port, pool.name) for pool in s.pools for port in pool.ports]
+def local_targets(plan: RunPlan, pool: Pool) -> list[tuple[int, Target]]:
+    """The workers of one pool on this host, by port (`bokeh-stack status`, the watchdog)."""
+    s = plan.settings
+    address = local_address(s.worker_address)
+    return [
+        (port, Target(address, port, pool.name, str(plan.worker_socket(port) or ""), f"{pool.program}_{port}"))
+        for port in pool.ports
+    ]
 
 
 def ops_target(s: Settings) -> str:
@@ -80,11 +92,14 @@ class Scrape:
     at: float = field(default_factory=time.time)
 
 
-async def _get(host: str, port: int, path: str, timeout: float) -> str | None:
+async def _get(host: str, port: int, path: str, timeout: float, unix_socket: str = "") -> str | None:
     """The body of an HTTP/1.0 GET that answers 200, or None: a few lines, so the scrape needs no HTTP client."""
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if unix_socket:
+                reader, writer = await asyncio.open_unix_connection(unix_socket)
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
             try:
                 writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
                 await writer.drain()
@@ -103,6 +118,9 @@ async def _resolve(targets: Iterable[Target]) -> list[Target]:
     loop = asyncio.get_running_loop()
     found: list[Target] = []
     for target in targets:
+        if target.socket:
+            found.append(target)
+            continue
         try:
             infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         except OSError:
@@ -125,7 +143,7 @@ async def scrape(
     """Every worker's metrics and nginx's stub_status (host, port, path), at once."""
     start = time.perf_counter()
     resolved = await _resolve(targets)
-    pages = [_get(t.host, t.port, metrics_path, timeout) for t in resolved]
+    pages = [_get(t.host, t.port, metrics_path, timeout, t.socket) for t in resolved]
     if nginx_status:
         pages.append(_get(*nginx_status, timeout))
     bodies = await asyncio.gather(*pages)

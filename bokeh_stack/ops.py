@@ -53,7 +53,7 @@ class OpsConfig:
         raw = json.loads(Path(path).read_text())
         return cls(
             socket=raw["socket"],
-            targets=tuple(fleet.Target(t["host"], t["port"], t["pool"]) for t in raw["targets"]),
+            targets=tuple(fleet.Target(**t) for t in raw["targets"]),
             metrics_path=raw["metrics_path"],
             nginx_status=tuple(raw["nginx_status"]) if raw.get("nginx_status") else None,
             interval_s=float(raw["interval_s"]),

@@ -5,7 +5,6 @@ their paths from here; `bokeh-stack plan` prints them."""
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
 import shutil
 import sys
@@ -28,6 +27,12 @@ def this_python() -> str:
     return str(python3) if python3.exists() else sys.executable
 
 
+# Started as root with no `user` setting, the workers and nginx's workers run as this system user.
+SERVICE_USER = "bokeh-stack"
+# The longest path a unix socket may have (Linux: 108 bytes with the terminating NUL).
+UNIX_PATH_MAX = 107
+
+
 @dataclass(frozen=True)
 class RunPlan:
     settings: Settings
@@ -44,19 +49,26 @@ class RunPlan:
     def with_workers(self) -> bool:
         return self.settings.role in ("all", "worker")
 
-    # Who runs it. Only root can name users; by default everything runs as the user who starts the stack (named
-    # explicitly when that is root, so that supervisord and nginx do not fall back to users of their own).
+    # Who runs it. Only root can name users. Started by another user, everything runs as that user; started as
+    # root, the workers and nginx's worker processes run as `user` (SERVICE_USER unless set), supervisord and
+    # nginx's master as root.
     @property
     def worker_user(self) -> str | None:
-        return self.settings.user or None
+        return self.settings.user or (SERVICE_USER if self.euid == 0 else None)
 
     @property
     def nginx_user(self) -> str | None:
-        return self.settings.user or (getpass.getuser() if self.euid == 0 else None)
+        return self.worker_user
+
+    @property
+    def app_user(self) -> str | None:
+        """Whom this process must become to run app code (`bokeh-stack check`, the check at start): the workers'
+        user when that is not who runs this."""
+        return self.worker_user if self.euid == 0 else None
 
     @property
     def supervisord_user(self) -> str | None:
-        return None if self.settings.user else (getpass.getuser() if self.euid == 0 else None)
+        return "root" if self.euid == 0 else None
 
     # Where everything is.
     @property
@@ -89,6 +101,16 @@ class RunPlan:
 
     def args_file(self, pool: Pool) -> Path:
         return self.args_dir / f"{pool.program}.args"
+
+    @property
+    def sockets_dir(self) -> Path:
+        """The workers' unix sockets (settings.worker_sockets): their user's alone, nginx's workers run as it too."""
+        return self.run_dir / "sockets"
+
+    def worker_socket(self, port: int | str) -> Path | None:
+        """Where worker `port` listens when the workers are on unix sockets, else None (TCP: the port). Named by
+        the port alone (unique on a host): a unix socket's path may not exceed UNIX_PATH_MAX bytes."""
+        return self.sockets_dir / f"{port}.sock" if self.settings.worker_sockets else None
 
     @property
     def conf_dir(self) -> Path:
@@ -171,7 +193,7 @@ class RunPlan:
         """Every path of the plan by name (`bokeh-stack plan`)."""
         names = [
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
-            "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log", "access_log",
-            "ops_dir", "ops_socket", "ops_file", "restarts_file", "prometheus_config",
+            "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
+            "access_log", "ops_dir", "ops_socket", "ops_file", "restarts_file", "prometheus_config",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

@@ -4,9 +4,9 @@ in bokeh_stack/templates/ (pyproject.toml puts them there); in a source checkout
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pwd
 import re
 import shlex
 import subprocess
@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, fleet, limits, ops, static_files
+from . import __version__, fleet, limits, ops, privileges, static_files
 from .apps import app_info
-from .plan import RunPlan
-from .settings import Settings, local_address, url_host
+from .plan import UNIX_PATH_MAX, RunPlan
+from .settings import Pool, Settings, local_address, url_host
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The ops listener's nginx counters (stub_status), for the ops process on this host only.
@@ -71,7 +71,14 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),
             "digests": {app: apps[app]["digest"] for app in pool.apps},
-            "servers": [f"{url_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
+            "servers": [
+                f"unix:{plan.worker_socket(port)}" if s.worker_sockets else f"{url_host(h)}:{port}"
+                for h in s.worker_hosts
+                for port in pool.ports
+            ],
+            # A worker's own endpoint, for its arguments file ({port}) and its watchdog (%(process_num)d).
+            "socket": plan.worker_socket("{port}"),
+            "watchdog_endpoint": _watchdog_endpoint(plan, pool),
         }
         for pool in s.pools
     ]
@@ -84,7 +91,6 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "probes": ["bokeh_stack_probe"] + [p["probe"] for p in pools],
         "apps": list(apps.values()),
         "listen": f"{url_host(s.listen_address)}:{s.port}",
-        "probe_address": url_host(local_address(s.worker_address)),
         "tls_listen": f"{url_host(s.listen_address)}:{s.tls['port']}",
         "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
         "static_dir": plan.static_tree,
@@ -114,12 +120,20 @@ def ops_config(plan: RunPlan) -> dict[str, Any]:
     s = plan.settings
     return {
         "socket": str(plan.ops_socket),
-        "targets": [{"host": t.host, "port": t.port, "pool": t.pool} for t in fleet.targets(s)],
+        "targets": [dataclasses.asdict(t) for t in fleet.targets(plan)],
         "metrics_path": fleet.metrics_path(s),
         "nginx_status": [local_address(s.ops["address"]), s.ops["port"], NGINX_STATUS_PATH],
         "interval_s": OPS_INTERVAL_S,
         "history": OPS_HISTORY_S // OPS_INTERVAL_S,
     }
+
+
+def _watchdog_endpoint(plan: RunPlan, pool: Pool) -> str:
+    """A worker of the pool as its watchdog's command line names it (bokeh_stack/watchdog.py)."""
+    process = "%(process_num)d"
+    if plan.settings.worker_sockets:
+        return f"unix:{plan.worker_socket(process)}"
+    return f"{url_host(local_address(plan.settings.worker_address))}:{process}"
 
 
 def _header_name(name: str) -> str:
@@ -181,11 +195,15 @@ def pending(plan: RunPlan) -> list[Path]:
 def render(plan: RunPlan, static: bool = True) -> list[Path]:
     """Write every config into the runtime dir, and the static tree nginx serves (unless `static` is False);
     returns the files whose content changed."""
+    check_socket_paths(plan)
     files = outputs(plan)
     for directory in (plan.log_dir, plan.nginx_temp):
         directory.mkdir(parents=True, exist_ok=True)
     if plan.with_nginx:
-        _ops_dir(plan)
+        privileges.own(plan, plan.nginx_temp)  # nginx's workers buffer large bodies there
+        privileges.private_dir(plan, plan.ops_dir)
+    if plan.with_workers and plan.settings.worker_sockets:
+        privileges.private_dir(plan, plan.sockets_dir)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]
@@ -193,6 +211,7 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
 
 def render_checked(plan: RunPlan) -> list[Path]:
     """render(), but only once nginx accepts the candidate config: a bad one never replaces a good one."""
+    privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}", flush=True))
     if plan.with_nginx:
         with tempfile.TemporaryDirectory(prefix="bokeh-stack-candidate-") as tmp:
             candidate = plan.in_dir(Path(tmp))
@@ -201,15 +220,17 @@ def render_checked(plan: RunPlan) -> list[Path]:
     return render(plan)
 
 
-def _ops_dir(plan: RunPlan) -> None:
-    """Where the ops process makes its socket: its user's alone (nginx runs as that user too)."""
-    plan.ops_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if plan.euid == 0 and plan.worker_user:
-        try:
-            user = pwd.getpwnam(plan.worker_user)
-        except KeyError:
-            raise RenderError(f"user {plan.worker_user!r} (setting user) does not exist on this host") from None
-        os.chown(plan.ops_dir, user.pw_uid, user.pw_gid)
+def check_socket_paths(plan: RunPlan) -> None:
+    """A unix socket's path has a hard limit: say so before a worker fails to bind it."""
+    sockets = [plan.ops_socket] if plan.with_nginx else []
+    if plan.with_workers and plan.settings.worker_sockets:
+        sockets += [plan.worker_socket(port) for port in plan.settings.worker_ports]
+    for path in sockets:
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise RenderError(
+                f"the unix socket {path} would be {len(os.fsencode(path))} bytes long, over the {UNIX_PATH_MAX} "
+                f"a unix socket may have: choose a shorter runtime_dir (or unix_sockets: false for the workers)"
+            )
 
 
 def _write(path: Path, text: str) -> bool:

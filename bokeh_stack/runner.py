@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import apply as applying
-from . import fleet, supervision
+from . import fleet, privileges, supervision
 from . import render as rendering
 from .app_check import check_apps
 from .plan import RunPlan
@@ -53,6 +53,7 @@ def up(plan: RunPlan, detach: bool = False, dev: bool = False, verbose: bool = F
     if running:
         raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running}): stop it first")
     check_ports_free(settings)
+    privileges.check(plan, say)
     rendering.render_checked(plan)
     write_record(settings)
     broken = BrokenApps(plan)  # runs each app once, while the workers start
@@ -104,7 +105,7 @@ def _deploy_changes(plan: RunPlan) -> None:
         return
     try:
         applying.apply(plan, log=say)
-    except (applying.ApplyError, rendering.RenderError) as e:
+    except (applying.ApplyError, rendering.RenderError, privileges.PrivilegeError) as e:
         say(f"could not apply the change: {e}")
     BrokenApps(plan).report()
 
@@ -142,7 +143,7 @@ def check_ports_free(settings: Settings) -> None:
         wanted.append((settings.listen_address, settings.tls["port"], "nginx (TLS)"))
     if settings.role != "worker":
         wanted.append((settings.ops["address"], settings.ops["port"], "nginx (ops listener)"))
-    if settings.role != "balancer":
+    if settings.role != "balancer" and not settings.worker_sockets:
         wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
     for address, port, user in wanted:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -176,7 +177,8 @@ def wait_ready(plan: RunPlan, alive: Callable[[], bool], stop: StopSignal) -> bo
         for w in answering:
             if w.name not in shown:
                 shown.add(w.name)
-                say(f"worker {w.name} serves (pid {w.pid}, port {w.port}): {len(shown)}/{total}")
+                where = "its unix socket" if s.worker_sockets else f"port {w.port}"
+                say(f"worker {w.name} serves (pid {w.pid}, {where}): {len(shown)}/{total}")
         ready = len(answering)
         if ready == total and supervision.healthz(s, timeout=2) == 200:
             return True
@@ -197,7 +199,7 @@ class BrokenApps:
 
     def _check(self) -> None:
         settings = self.plan.settings
-        results = check_apps(settings.apps_dir, list(settings.apps))
+        results = check_apps(settings.apps_dir, list(settings.apps), self.plan.app_user)
         self.failures = {app: error for app, error in results.items() if error}
 
     def report(self) -> dict[str, str]:

@@ -89,6 +89,7 @@ class Settings:
     runtime_dir: Path
     role: str
     user: str
+    allow_root: bool
     listen_address: str
     port: int
     server_names: tuple[str, ...]
@@ -96,6 +97,7 @@ class Settings:
     prefix: str
     worker_address: str
     worker_hosts: tuple[str, ...]
+    unix_sockets: bool
     base_port: int
     workers: int
     pools: tuple[Pool, ...]
@@ -127,6 +129,11 @@ class Settings:
     @property
     def apps(self) -> tuple[str, ...]:
         return tuple(sorted(app for pool in self.pools for app in pool.apps))
+
+    @property
+    def worker_sockets(self) -> bool:
+        """Workers on unix sockets: nginx and the workers on this one host (setting unix_sockets)."""
+        return self.unix_sockets and self.role == "all" and self.worker_hosts == (self.worker_address,)
 
     @property
     def worker_ports(self) -> list[int]:

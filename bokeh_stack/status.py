@@ -12,7 +12,6 @@ from typing import Any
 
 from . import fleet, restarts, runner, supervision
 from .plan import RunPlan
-from .settings import local_address
 
 WATCH_INTERVAL_S = 2.0
 
@@ -23,6 +22,7 @@ class WorkerStatus:
     pool: str
     worker: str
     port: int
+    socket: str | None
     state: str
     pid: int
     uptime_s: int
@@ -40,13 +40,13 @@ def gather(plan: RunPlan) -> dict[str, Any]:
     """Everything status shows, as the --json output holds it."""
     s = plan.settings
     workers = supervision.workers(plan)
-    found = asyncio.run(fleet.scrape(fleet.local_targets(s), fleet.metrics_path(s)))
+    targets = {(pool.name, port): t for pool in s.pools for port, t in fleet.local_targets(plan, pool)}
+    found = asyncio.run(fleet.scrape(targets.values(), fleet.metrics_path(s)))
     metrics = {w.worker: w for w in fleet.summarize(found)}
     counts = restarts.counts(plan.restarts_file)
-    address = local_address(s.worker_address)
     rows = []
     for w in workers:
-        label = fleet.host_port(address, w.port)  # as fleet.local_targets names it
+        label = targets[w.pool, w.port].worker
         m = metrics.get(label)
         up = m is not None and m.up
         rows.append(
@@ -55,6 +55,7 @@ def gather(plan: RunPlan) -> dict[str, Any]:
                 pool=w.pool,
                 worker=label,
                 port=w.port,
+                socket=targets[w.pool, w.port].socket or None,
                 state=w.state,
                 pid=w.pid,
                 uptime_s=w.uptime_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from .fleet import Target, local_targets
 from .plan import RunPlan
 from .secret import ENV_VAR, ensure_secret
-from .settings import Settings, local_address
+from .settings import Pool, Settings, local_address
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,33 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _get_status(
-    address: str, port: int, path: str, timeout: float, headers: dict | None = None, tls: bool = False
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (a worker's, settings.worker_sockets)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def get_status(
+    address: str,
+    port: int,
+    path: str,
+    timeout: float,
+    headers: dict | None = None,
+    tls: bool = False,
+    unix_socket: str = "",
 ) -> int | None:
     """The HTTP status of a GET, or None if nothing answers. Over TLS the certificate is not checked: this asks a
     local nginx whether it serves, by address, not by the name its certificate is for."""
-    if tls:
+    if unix_socket:
+        conn: http.client.HTTPConnection = UnixHTTPConnection(unix_socket, timeout)
+    elif tls:
         conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ssl._create_unverified_context())
     else:
         conn = http.client.HTTPConnection(address, port, timeout=timeout)
@@ -110,18 +133,27 @@ def _get_status(
         conn.close()
 
 
-def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0) -> float | None:
+def probe(address: str, port: int, prefix: str = "", timeout: float = 2.0, unix_socket: str = "") -> float | None:
     """Seconds a worker takes to answer its cheap probe (its root page: no session), or None if it does not."""
     start = time.perf_counter()
-    ok = _get_status(address, port, f"{prefix}/", timeout) == 200
+    ok = get_status(address, port, f"{prefix}/", timeout, unix_socket=unix_socket) == 200
     return time.perf_counter() - start if ok else None
+
+
+def probe_target(target: Target, prefix: str = "", timeout: float = 2.0) -> float | None:
+    return probe(target.host, target.port, prefix, timeout, target.socket)
 
 
 def healthz(s: Settings, timeout: float = 5.0) -> int | None:
     """The status nginx's /healthz answers (200: a worker answers), or None if nginx does not answer."""
     address = local_address(s.listen_address)
     host = {"Host": f"{s.server_names[0]}:{s.public_port}"}
-    return _get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
+    return get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
+
+
+def worker_target(plan: RunPlan, pool: Pool, port: int) -> Target:
+    """Where this host reaches its worker `port` of `pool`."""
+    return dict(local_targets(plan, pool))[port]
 
 
 def workers(plan: RunPlan) -> list[Worker]:
@@ -135,7 +167,7 @@ def workers(plan: RunPlan) -> list[Worker]:
             continue
         port = int(info["name"].rsplit("_", 1)[1])
         running = info["statename"] in ("STARTING", "RUNNING")  # STARTING: up for less than startsecs
-        seconds = probe(s.worker_address, port, s.prefix) if running else None
+        seconds = probe_target(worker_target(plan, pool, port), s.prefix) if running else None
         found.append(
             Worker(
                 name=info["name"],

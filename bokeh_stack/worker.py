@@ -6,9 +6,12 @@ replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py, bokeh_
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from . import fixes
 
+# The line a worker logs once it listens (Bokeh names its URLs only on a TCP port): `apply` and the tests read it.
+LISTENING = "bokeh-stack worker listening on"
 USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT"
 FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
 
@@ -16,6 +19,23 @@ FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
 def read_args(args_file: str, port: str) -> list[str]:
     with open(args_file) as f:
         return [line.replace("{port}", port) for line in f.read().splitlines() if line and not line.startswith("#")]
+
+
+def log_where_it_listens() -> None:
+    """One log line, on a unix socket as on a TCP port, once the server listens: through Serve.customize_server,
+    the hook Bokeh's serve command offers for its Server."""
+    import logging
+
+    from bokeh.command.subcommands.serve import Serve
+
+    original = Serve.customize_server
+
+    def customize_server(self: Serve, server: Any) -> Any:
+        where = f"{server.address or '*'}:{server.port}" if server.port else f"unix socket {server.unix_socket}"
+        logging.getLogger("bokeh.server.server").info("%s %s", LISTENING, where)  # Bokeh's level: INFO
+        return original(self, server)
+
+    Serve.customize_server = customize_server  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> None:
@@ -40,6 +60,7 @@ def main(argv: list[str]) -> None:
         fixes.apply(chosen, on_mismatch="warn" if "--warn-mismatch" in flags else "stop")
     except fixes.FixTargetChanged as e:
         sys.exit(f"bokeh-stack worker: {e}")
+    log_where_it_listens()
     from bokeh.command.bootstrap import main as bokeh_main
 
     bokeh_main(["bokeh", *args])

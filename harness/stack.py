@@ -75,6 +75,14 @@ class Execution(NamedTuple):
         return f"{self.host}:{self.port}"
 
 
+def writable_record(record: Path) -> Path:
+    """The counter apps' record file, made first and open to every user: started as root, the workers run as the
+    service user (bokeh-stack), who cannot create files in a test's directory."""
+    record.touch()
+    record.chmod(0o666)
+    return record
+
+
 def read_executions(record: Path) -> list[Execution]:
     if not record.exists():
         return []
@@ -168,7 +176,7 @@ def start_stack(
     settings_file = tmp_path / "bokeh-stack.yaml"
     settings_file.write_text(yaml.safe_dump(values))
     output, record = tmp_path / "up.log", tmp_path / "executions.txt"
-    env = {**os.environ, "COUNTER_RECORD_FILE": str(record)}
+    env = {**os.environ, "COUNTER_RECORD_FILE": str(writable_record(record))}
     env.pop("BOKEH_SECRET_KEY", None)
     with open(output, "wb") as out:
         proc = subprocess.Popen(

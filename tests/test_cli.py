@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from harness.pageview import page_view
-from harness.stack import SHIPPED_APPS, counter_apps, free_ports, run, wait_for
+from harness.stack import SHIPPED_APPS, counter_apps, free_ports, run, wait_for, writable_record
 
 
 def bokeh_stack(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -66,14 +66,15 @@ def test_check_passes_for_the_shipped_apps(tmp_path):
 def test_up_refuses_a_port_in_use(tmp_path):
     port = free_ports(4)
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port + 2))
+        taken.bind(("127.0.0.1", port + 3))
         taken.listen()
         result = bokeh_stack(
             "up", "--apps", str(SHIPPED_APPS), "--port", str(port), "--base-port", str(port + 1),
             "--ops-port", str(port + 3), "--runtime-dir", str(tmp_path / "run"),
         )  # fmt: skip
     assert result.returncode == 1
-    assert f"port {port + 2} on 127.0.0.1, wanted by a worker, is not free" in result.stderr
+    assert f"port {port + 3} on 127.0.0.1, wanted by nginx (ops listener), is not free" in result.stderr
+    assert not (tmp_path / "run" / "supervisord.pid").exists(), "nothing started"
 
 
 @pytest.mark.stack
@@ -124,7 +125,8 @@ class Detached:
         self.port = free_ports(8)
         self.ops_port = self.port + 7  # beyond the workers a test may add
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("BOKEH_")}
-        self.env.update(XDG_STATE_HOME=str(tmp_path / "state"), COUNTER_RECORD_FILE=str(tmp_path / "executions.txt"))
+        record = writable_record(tmp_path / "executions.txt")
+        self.env.update(XDG_STATE_HOME=str(tmp_path / "state"), COUNTER_RECORD_FILE=str(record))
         self.run_dir = tmp_path / "state" / "bokeh-stack"
         self.up = self.cli("up", "--detach", "--apps", str(apps), "--port", str(self.port),
                            "--base-port", str(self.port + 1), "--ops-port", str(self.ops_port), *flags,

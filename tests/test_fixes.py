@@ -375,3 +375,13 @@ def test_sigterm_closes_every_websocket_cleanly_then_exits(tmp_path, broken_and_
     finally:
         w.stop()
     assert "closing 1 websockets, then shutting down" in w.log.read_text()
+
+
+def test_the_listening_line_hooks_what_bokeh_offers():
+    """bokeh_stack.worker logs where it listens through Serve.customize_server, reading Server.port/unix_socket."""
+    from bokeh.command.subcommands.serve import Serve
+    from bokeh.server.server import Server
+
+    assert callable(Serve.customize_server)
+    assert isinstance(Server.port, property) and isinstance(Server.unix_socket, property)
+    assert isinstance(Server.address, property)

@@ -83,7 +83,7 @@ def test_metrics_count_open_sessions_on_the_ops_listener_only(stack):
         found = metrics(stack)
         assert total(found, "bokeh_stack_sessions", state="connected") == 3
         assert total(found, "bokeh_stack_websocket_connections") == 3
-        workers = {f"127.0.0.1:{port}" for port in stack.settings.worker_ports}
+        workers = {f"bokeh_default_{port}" for port in stack.settings.worker_ports}  # on unix sockets: by name
         assert {s.labels["worker"] for s in found if s.name == "bokeh_stack_worker_up" and s.value == 1} == workers
         assert all(
             s.labels.get("worker") in workers and s.labels.get("pool") == "default"
@@ -149,7 +149,7 @@ def test_prometheus_sees_the_sessions_and_a_killed_worker_go_down_and_come_back(
     finally:
         pages.close()
     victim = stack.workers()[0]
-    label = f'worker="127.0.0.1:{victim.port}"'
+    label = f'worker="{victim.name}"'
     os.kill(victim.pid, signal.SIGKILL)
     wait_for(lambda: prometheus(f"min_over_time(bokeh_stack_worker_up{{{label}}}[1m]) == 0"), 30, "worker_up 0")
     wait_for(lambda: prometheus(f"bokeh_stack_worker_up{{{label}}} == 1"), 60, "worker_up 1 again")
@@ -178,8 +178,8 @@ def test_the_ops_dashboard_renders_in_chromium_and_its_data_advances_without_ses
             page.locator("canvas").first.wait_for(timeout=20_000)
             source = "Bokeh.documents[0].get_model_by_name({!r}).data"
             rows = page.evaluate(f"() => {source.format('ops_workers')}.worker")
-            assert sorted(rows) == sorted(f"127.0.0.1:{port}" for port in stack.settings.worker_ports)
-            line = source.format(f"ops_worker_127.0.0.1:{stack.settings.worker_ports[0]}")
+            assert sorted(rows) == sorted(f"bokeh_default_{port}" for port in stack.settings.worker_ports)
+            line = source.format(f"ops_worker_bokeh_default_{stack.settings.worker_ports[0]}")
             first = page.evaluate(f"() => {line}.t.length")
             # Sampled every 5 s: within a few samples, every line has more points.
             page.wait_for_function(f"() => {line}.t.length > {first} + 1", timeout=30_000)

@@ -13,7 +13,7 @@ import pytest
 
 from bokeh_stack import __version__
 from harness.pageview import page_view
-from harness.stack import ROOT, counter_apps, free_ports, run, wait_for
+from harness.stack import ROOT, counter_apps, free_ports, run, wait_for, writable_record
 
 pytestmark = pytest.mark.stack
 
@@ -53,7 +53,7 @@ def test_up_from_any_directory_serves_the_users_apps_and_writes_nothing_there(in
     port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "BOKEH_SECRET_KEY")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    env["COUNTER_RECORD_FILE"] = str(tmp_path / "executions.txt")
+    env["COUNTER_RECORD_FILE"] = str(writable_record(tmp_path / "executions.txt"))
     command = [str(installed), "up", "--apps", str(apps), "--port", str(port), "--base-port", str(port + 1)]
     command += ["--ops-port", str(port + 3)]
     log = tmp_path / "up.log"

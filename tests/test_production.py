@@ -4,8 +4,10 @@ on loopback against real workers."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -25,6 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
+from bokeh_stack import supervision
+from bokeh_stack.plan import SERVICE_USER
 from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
     SHIPPED_APPS,
@@ -473,24 +477,29 @@ def test_by_default_no_cookie_reaches_a_page_and_websockets_per_address_are_limi
 # --- 4. Secure by default ---------------------------------------------------------------------------------------
 
 
-def non_loopback_addresses() -> list[str]:
-    return [
-        a.address
-        for addresses in psutil.net_if_addrs().values()
-        for a in addresses
-        if a.family == socket.AF_INET and not a.address.startswith("127.")
-    ]
+def as_another_user(test: str, path: Path) -> bool:
+    """`test -x`/`test -r` as user nobody: another local user."""
+    return subprocess.run(["/usr/bin/test", test, str(path)], user="nobody", group="nogroup", cwd="/").returncode == 0
 
 
-def test_workers_are_reachable_only_on_loopback(hardened):
+def test_workers_listen_only_on_unix_sockets_no_other_local_user_can_reach(hardened):
+    plan = hardened.plan
+    running_as = plan.worker_user or getpass.getuser()
     for worker in hardened.workers():
-        listening = [
-            c.laddr for c in psutil.Process(worker.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN
-        ]
-        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
-        for address in non_loopback_addresses():
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection((address, worker.port), timeout=5).close()
+        process = psutil.Process(worker.pid)
+        assert [c for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN] == []
+        assert process.username() == running_as
+        socket_path = supervision.worker_target(plan, plan.settings.pools[0], worker.port).socket
+        assert Path(socket_path).parent == plan.sockets_dir and Path(socket_path).is_socket()
+    sockets_dir = plan.sockets_dir.stat()
+    assert sockets_dir.st_mode & 0o777 == 0o700 and pwd.getpwuid(sockets_dir.st_uid).pw_name == running_as
+    # nginx's workers run as the workers' user (they connect to the sockets), its master as who started it.
+    nginx = next(p for p in psutil.Process(hardened.rpc().getPID()).children() if p.name() == "nginx")
+    assert {child.username() for child in nginx.children()} == {running_as}
+    if os.geteuid() == 0:
+        assert running_as == SERVICE_USER
+        assert not as_another_user("-x", plan.sockets_dir), "another local user can enter the sockets directory"
+        assert as_another_user("-x", Path("/")), "the check itself runs as nobody"
     status, headers, _ = get(hardened.url("/counter"))
     assert status == 200
     assert headers["Content-Security-Policy"] == "frame-ancestors 'self'"

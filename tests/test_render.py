@@ -6,6 +6,7 @@ import dataclasses
 import gzip
 import json
 import re
+import shlex
 
 import bokeh
 import pytest
@@ -63,7 +64,8 @@ def test_a_config_nginx_refuses_is_reported_with_nginxs_words(tmp_path):
 def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
     layout = rendered(tmp_path)
     before = {p: p.read_text() for p in layout.run_dir.rglob("*.conf")}
-    bad = RunPlan(dataclasses.replace(layout.settings, user="no-such-user-here"))
+    # nginx -t (run as root here) refuses a `user` it cannot find; the plan is not root's, so nothing is chowned.
+    bad = RunPlan(dataclasses.replace(layout.settings, user="no-such-user-here"), euid=12345)
     with pytest.raises(RenderError, match="no-such-user-here"):
         rendering.render_checked(bad)
     assert {p: p.read_text() for p in layout.run_dir.rglob("*.conf")} == before
@@ -97,19 +99,20 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
         "bokeh_stack_restarts",
     }  # fmt: skip
     for pool in layout.settings.pools:
-        # Each worker has its own watchdog, probing that worker's port and restarting only that worker.
+        # Each worker has its own watchdog, probing that worker's socket and restarting only that worker.
+        socket = layout.sockets_dir / "{}.sock"
         for watchdog, port in zip(programs[f"{pool.program}_watchdog"], pool.ports, strict=True):
-            command = watchdog.command.split()
-            assert command[command.index("-p") + 1] == f"{pool.program}_{port}"
-            assert command[-1] == f"http://127.0.0.1:{port}/"
+            command = shlex.split(watchdog.command)  # as supervisord splits it
+            assert command[-4:] == ["5", f"{pool.program}:{pool.program}_{port}", f"unix:{socket}".format(port), "/"]
         processes = programs[pool.program]
         assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
         for process, port in zip(processes, pool.ports, strict=True):
             command = process.command.split()
             assert command[-3:] == ["bokeh_stack.worker", str(layout.args_file(pool)), str(port)]
             argv = worker.read_args(command[-2], str(port))
-            assert argv[0] == "serve" and argv[argv.index("--port") + 1] == str(port)
-            assert argv[argv.index("--address") + 1] == "127.0.0.1"
+            # One host: a unix socket, no TCP port.
+            assert argv[0] == "serve" and argv[argv.index("--unix-socket") + 1] == str(socket).format(port)
+            assert "--port" not in argv and "--address" not in argv
             assert "--use-xheaders" in argv and argv[argv.index("--session-ids") + 1] == "signed"
             assert argv[argv.index("--log-format") + 1].startswith(f"{pool.program}_{port} ")
             served = {a.rsplit("/", 1)[1] for a in argv if a.startswith(str(SHIPPED_APPS))}
@@ -126,7 +129,15 @@ def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
     conf = layout.nginx_site_conf.read_text()
     upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))
     assert "hash $bokeh_affinity;" in upstreams["bokeh_default"]
+    sockets = [f"unix:{layout.sockets_dir}/{port}.sock" for port in (5102, 5103)]
+    assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == sockets
+    tcp = RunPlan(dataclasses.replace(layout.settings, unix_sockets=False))
+    rendering.render_checked(tcp)
+    conf = tcp.nginx_site_conf.read_text()
+    upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))
     assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
+    argv = worker.read_args(str(tcp.args_file(tcp.settings.pools[1])), "5102")
+    assert argv[argv.index("--port") + 1] == "5102" and argv[argv.index("--address") + 1] == "127.0.0.1"
     routes = re.findall(r"location ~ \^/\(\?:([^)]*)\)(/ws\$|\S*) \{\n\s+proxy_pass http://(\w+);", conf)
     assert ("streaming", "/ws$", "bokeh_heavy") in routes
     assert ("cosine|lifecycle|press_me|random_walk", "/ws$", "bokeh_default") in routes
@@ -231,3 +242,11 @@ def test_session_tokens_carry_only_the_headers_and_cookies_the_settings_pass(tmp
     assert args[at + 1 : at + 3] == ["X-Real-Ip", "Accept-Language"], "spelled as tornado compares them"
     at = args.index("--include-cookies")
     assert args[at + 1 : at + 3] == ["theme", "lang"]
+
+
+def test_a_runtime_dir_too_long_for_a_unix_socket_is_refused_clearly(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 40)
+    plan = RunPlan(load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(deep)}))
+    with pytest.raises(RenderError, match=r"would be \d+ bytes long, over the 107 .* shorter runtime_dir"):
+        rendering.render_checked(plan)
+    assert not plan.supervisord_conf.exists()

@@ -200,7 +200,7 @@ def test_the_operator_sees_the_fleet_on_the_host(host):
     shown = json.loads(status.stdout)
     assert [(w["port"], w["state"]) for w in shown["workers"]] == [(5100, "RUNNING"), (5101, "RUNNING")]
     assert shown["services"]["bokeh_stack_ops"]["state"] == "RUNNING"
-    assert host.workers_up() == {"127.0.0.1:5100": 1.0, "127.0.0.1:5101": 1.0}
+    assert host.workers_up() == {"bokeh_default_5100": 1.0, "bokeh_default_5101": 1.0}  # unix sockets: by name
     assert http_status(host.url("/metrics")) == 404, "not on the public port"
 
 

@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 import yaml
 
+from bokeh_stack import supervision
+from bokeh_stack.worker import LISTENING
 from harness.pageview import PageViewError, open_page, page_view
 from harness.stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
 
@@ -108,8 +110,9 @@ def test_each_pool_serves_only_its_apps(stacks, tmp_path):
     assert ports_of["gamma"] <= set(heavy.ports)
     assert len(ports_of["gamma"]) == 2, "both workers of the heavy pool used"
     # Each pool's workers do not even know the other pool's apps.
-    with pytest.raises(PageViewError):
-        run(page_view(f"http://127.0.0.1:{heavy.ports[0]}/alpha", origin=f"http://127.0.0.1:{stack.settings.port}"))
+    heavy_worker = supervision.worker_target(stack.plan, heavy, heavy.ports[0])
+    assert supervision.get_status("", 0, "/alpha", 5, unix_socket=heavy_worker.socket) == 404
+    assert supervision.get_status("", 0, "/gamma", 5, unix_socket=heavy_worker.socket) == 200
     assert urllib.request.urlopen(stack.url(f"/healthz/{heavy.name}")).status == 200
 
 
@@ -250,7 +253,7 @@ def test_reload_restarts_workers_one_at_a_time_with_no_failed_page_view(stacks, 
         listening = [
             line.split()[1] + " " + line.split()[2]
             for line in (log_dir / f"{name}.log").read_text().splitlines()
-            if "Bokeh app running at" in line
+            if LISTENING in line
         ]
         assert listening[-1] < next_stop, f"{name} listened again at {listening[-1]}, after the next stop {next_stop}"
 
