@@ -179,7 +179,7 @@ def test_apply_again_changes_nothing(host):
     assert dry.failures == [] and dry.pending == [] and dry.changed == [], dry.pending
 
 
-def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
+def test_workers_run_as_the_stack_user_and_listen_on_unix_sockets_only(host):
     # Every process's command line and real uid (a slim image has no ps).
     script = 'for p in /proc/[0-9]*; do echo "$(tr "\\0" " " < $p/cmdline)|$(grep ^Uid: $p/status)"; done 2>/dev/null'
     output = host.engine.docker("exec", host.name, "sh", "-c", script).stdout
@@ -188,10 +188,14 @@ def test_workers_run_as_the_stack_user_and_listen_on_loopback(host):
     workers = [status.split()[1] for command, status in processes if "bokeh_stack.worker" in command]
     assert len(workers) == 2 and set(workers) == {uid}, processes
     listening = host.engine.docker("exec", host.name, "cat", "/proc/net/tcp").stdout
-    worker_sockets = [
+    worker_ports = [
         line for line in listening.splitlines()[1:] if line.split()[3] == "0A" and ":13EC" in line.split()[1]
     ]
-    assert worker_sockets and all(line.split()[1].startswith("0100007F:") for line in worker_sockets)
+    assert worker_ports == [], "one host: no worker on a TCP port"
+    unix = host.engine.docker("exec", host.name, "cat", "/proc/net/unix").stdout
+    assert {"/var/lib/bokeh-stack/sockets/5100.sock", "/var/lib/bokeh-stack/sockets/5101.sock"} <= {
+        line.split()[-1] for line in unix.splitlines()[1:] if len(line.split()) == 8
+    }, unix
 
 
 def test_the_operator_sees_the_fleet_on_the_host(host):
