@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import ops, privileges, supervision
+from .fleet import local_target
 from .plan import RunPlan
 from .render import render_checked
 from .settings import Pool
@@ -109,7 +110,8 @@ def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None], why: 
         sup.stopProcess(name)
         sup.startProcess(name, False)  # not waiting for RUNNING (startsecs): the probe says when it serves
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while supervision.probe_target(supervision.worker_target(plan, pool, port), s.prefix) is None:
+        worker = local_target(plan, pool, port)
+        while supervision.probe_target(worker, s.prefix) is None:
             if time.monotonic() > deadline:
                 raise ApplyError(f"{pool.program}_{port} did not answer within {READY_TIMEOUT_S} s after its restart")
             time.sleep(0.1)

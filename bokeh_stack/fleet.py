@@ -63,14 +63,15 @@ def targets(plan: RunPlan) -> list[Target]:
     ]
 
 
+def local_target(plan: RunPlan, pool: Pool, port: int) -> Target:
+    """Where this host reaches its worker `port` of `pool` (`bokeh-stack status`, probes, restarts)."""
+    address = local_address(plan.settings.worker_address)
+    return Target(address, port, pool.name, str(plan.worker_socket(port) or ""), f"{pool.program}_{port}")
+
+
 def local_targets(plan: RunPlan, pool: Pool) -> list[tuple[int, Target]]:
-    """The workers of one pool on this host, by port (`bokeh-stack status`, the watchdog)."""
-    s = plan.settings
-    address = local_address(s.worker_address)
-    return [
-        (port, Target(address, port, pool.name, str(plan.worker_socket(port) or ""), f"{pool.program}_{port}"))
-        for port in pool.ports
-    ]
+    """The workers of one pool on this host, by port."""
+    return [(port, local_target(plan, pool, port)) for port in pool.ports]
 
 
 def ops_target(s: Settings) -> str:

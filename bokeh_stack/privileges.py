@@ -28,10 +28,7 @@ def check(plan: RunPlan, log: Callable[[str], None]) -> None:
     if plan.euid != 0 or user is None:
         return
     ensure_service_user(plan, log)
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise PrivilegeError(f"user {user!r} (setting user) does not exist on this host") from None
+    entry = _user(user)
     if entry.pw_uid == 0 and not plan.settings.allow_root:
         raise PrivilegeError(
             f"refusing to run the apps' code as root (setting user: {user}): leave user empty (the system user "
@@ -71,15 +68,16 @@ def open_to(user: str, paths: Iterable[Path], log: Callable[[str], None]) -> Non
     """Give `user` search permission on every directory above `paths` that keeps it out, then check it can read
     each path itself (that one is the operator's to open: it may hold more than the stack's)."""
     paths = [p.resolve() for p in paths]
+    as_user = become(user)
     for directory in _ancestors(paths):  # from / down: a directory is judged once those above it are open
-        if _can(user, "-x", directory):
+        if _can(as_user, "-x", directory):
             continue
         _grant_search(user, directory)
         log(
             f"{directory} was closed to user {user}: granted it search (x) there alone, so it reaches what the "
             f"stack needs below (setfacl -m u:{user}:x {directory}; undo: setfacl -x u:{user} {directory})"
         )
-    unreadable = [p for p in paths if not _can(user, "-r", p)]
+    unreadable = [p for p in paths if not _can(as_user, "-r", p)]
     if unreadable:
         listed = ", ".join(str(p) for p in unreadable)
         raise PrivilegeError(
@@ -101,15 +99,15 @@ def become(user: str | None) -> dict[str, Any]:
     """subprocess arguments that run the child as `user` with its groups (nothing if None)."""
     if user is None:
         return {}
-    entry = pwd.getpwnam(user)
+    entry = _user(user)
     groups = [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]
     env = {**os.environ, "HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": groups, "env": env}
 
 
-def _can(user: str, test: str, path: Path) -> bool:
-    """Ask the kernel, as that user (ACLs and groups included): `test -x` or `test -r` on path."""
-    return subprocess.run(["/usr/bin/test", test, str(path)], cwd="/", **become(user)).returncode == 0
+def _can(as_user: dict[str, Any], test: str, path: Path) -> bool:
+    """Ask the kernel, as that user (become(): ACLs and groups included): `test -x` or `test -r` on path."""
+    return subprocess.run(["/usr/bin/test", test, str(path)], cwd="/", **as_user).returncode == 0
 
 
 def _grant_search(user: str, directory: Path) -> None:
@@ -135,8 +133,12 @@ def private_dir(plan: RunPlan, directory: Path) -> None:
 def own(plan: RunPlan, directory: Path) -> None:
     """Started as root, hand `directory` to the workers' user."""
     if plan.euid == 0 and plan.worker_user:
-        try:
-            user = pwd.getpwnam(plan.worker_user)
-        except KeyError:
-            raise PrivilegeError(f"user {plan.worker_user!r} (setting user) does not exist on this host") from None
+        user = _user(plan.worker_user)
         os.chown(directory, user.pw_uid, user.pw_gid)
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise PrivilegeError(f"user {name!r} (setting user) does not exist on this host") from None

@@ -71,11 +71,9 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),
             "digests": {app: apps[app]["digest"] for app in pool.apps},
-            "servers": [
-                f"unix:{plan.worker_socket(port)}" if s.worker_sockets else f"{url_host(h)}:{port}"
-                for h in s.worker_hosts
-                for port in pool.ports
-            ],
+            "servers": [f"unix:{plan.worker_socket(port)}" for port in pool.ports]
+            if s.worker_sockets
+            else [f"{url_host(h)}:{port}" for h in s.worker_hosts for port in pool.ports],
             # A worker's own endpoint, for its arguments file ({port}) and its watchdog (%(process_num)d).
             "socket": plan.worker_socket("{port}"),
             "watchdog_endpoint": _watchdog_endpoint(plan, pool),

@@ -46,16 +46,16 @@ def gather(plan: RunPlan) -> dict[str, Any]:
     counts = restarts.counts(plan.restarts_file)
     rows = []
     for w in workers:
-        label = targets[w.pool, w.port].worker
-        m = metrics.get(label)
+        target = targets[w.pool, w.port]
+        m = metrics.get(target.worker)
         up = m is not None and m.up
         rows.append(
             WorkerStatus(
                 name=w.name,
                 pool=w.pool,
-                worker=label,
+                worker=target.worker,
                 port=w.port,
-                socket=targets[w.pool, w.port].socket or None,
+                socket=target.socket or None,
                 state=w.state,
                 pid=w.pid,
                 uptime_s=w.uptime_s,

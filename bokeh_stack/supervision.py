@@ -14,10 +14,10 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from .fleet import Target, local_targets
+from .fleet import Target, local_target
 from .plan import RunPlan
 from .secret import ENV_VAR, ensure_secret
-from .settings import Pool, Settings, local_address
+from .settings import Settings, local_address
 
 
 @dataclass(frozen=True)
@@ -151,11 +151,6 @@ def healthz(s: Settings, timeout: float = 5.0) -> int | None:
     return get_status(address, s.public_port, f"{s.prefix}/healthz", timeout, host, tls=s.tls_on)
 
 
-def worker_target(plan: RunPlan, pool: Pool, port: int) -> Target:
-    """Where this host reaches its worker `port` of `pool`."""
-    return dict(local_targets(plan, pool))[port]
-
-
 def workers(plan: RunPlan) -> list[Worker]:
     """Every worker process of the stack, as supervisord sees it, with a probe of each."""
     s = plan.settings
@@ -167,7 +162,7 @@ def workers(plan: RunPlan) -> list[Worker]:
             continue
         port = int(info["name"].rsplit("_", 1)[1])
         running = info["statename"] in ("STARTING", "RUNNING")  # STARTING: up for less than startsecs
-        seconds = probe_target(worker_target(plan, pool, port), s.prefix) if running else None
+        seconds = probe_target(local_target(plan, pool, port), s.prefix) if running else None
         found.append(
             Worker(
                 name=info["name"],

@@ -61,9 +61,10 @@ def test_a_closed_directory_is_opened_to_the_service_user_for_search_only(tmp_pa
     said: list[str] = []
     privileges.open_to(SERVICE_USER, [inner], said.append)
     assert any(str(closed) in line and f"setfacl -x u:{SERVICE_USER}" in line for line in said), said
-    assert privileges._can(SERVICE_USER, "-x", closed) and privileges._can(SERVICE_USER, "-r", inner)
-    assert not privileges._can(SERVICE_USER, "-r", closed), "search only: it cannot list what else is there"
-    assert not privileges._can("nobody", "-x", closed), "opened to that user alone"
+    service, nobody = privileges.become(SERVICE_USER), privileges.become("nobody")
+    assert privileges._can(service, "-x", closed) and privileges._can(service, "-r", inner)
+    assert not privileges._can(service, "-r", closed), "search only: it cannot list what else is there"
+    assert not privileges._can(nobody, "-x", closed), "opened to that user alone"
     again: list[str] = []
     privileges.open_to(SERVICE_USER, [inner], again.append)
     assert again == [], "nothing to open twice"

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
-from bokeh_stack import supervision
+from bokeh_stack.fleet import local_target
 from bokeh_stack.plan import SERVICE_USER
 from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
@@ -489,7 +489,7 @@ def test_workers_listen_only_on_unix_sockets_no_other_local_user_can_reach(harde
         process = psutil.Process(worker.pid)
         assert [c for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN] == []
         assert process.username() == running_as
-        socket_path = supervision.worker_target(plan, plan.settings.pools[0], worker.port).socket
+        socket_path = local_target(plan, plan.settings.pools[0], worker.port).socket
         assert Path(socket_path).parent == plan.sockets_dir and Path(socket_path).is_socket()
     sockets_dir = plan.sockets_dir.stat()
     assert sockets_dir.st_mode & 0o777 == 0o700 and pwd.getpwuid(sockets_dir.st_uid).pw_name == running_as

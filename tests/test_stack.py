@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bokeh_stack import supervision
+from bokeh_stack.fleet import local_target
 from bokeh_stack.worker import LISTENING
 from harness.pageview import PageViewError, open_page, page_view
 from harness.stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
@@ -110,7 +111,7 @@ def test_each_pool_serves_only_its_apps(stacks, tmp_path):
     assert ports_of["gamma"] <= set(heavy.ports)
     assert len(ports_of["gamma"]) == 2, "both workers of the heavy pool used"
     # Each pool's workers do not even know the other pool's apps.
-    heavy_worker = supervision.worker_target(stack.plan, heavy, heavy.ports[0])
+    heavy_worker = local_target(stack.plan, heavy, heavy.ports[0])
     assert supervision.get_status("", 0, "/alpha", 5, unix_socket=heavy_worker.socket) == 404
     assert supervision.get_status("", 0, "/gamma", 5, unix_socket=heavy_worker.socket) == 200
     assert urllib.request.urlopen(stack.url(f"/healthz/{heavy.name}")).status == 200
