@@ -109,13 +109,18 @@ def test_an_orphan_burst_does_not_stall_the_worker(stacks):
 
     slowest = max(seconds for _, seconds, _ in after)
     settled = rss_in_last_10_s(after)
+    peak = max(m for _, _, m in after)
     print(
         f"\norphan burst: slowest page view {slowest * 1000:.0f} ms over {len(after)} views in 90 s; "
-        f"RSS {rss_before / 2**20:.0f} MB before, {max(m for _, _, m in after) / 2**20:.0f} MB at most, "
+        f"RSS {rss_before / 2**20:.0f} MB before, {peak / 2**20:.0f} MB at most, "
         f"{settled / 2**20:.0f} MB in the last 10 s"
     )
     assert slowest < 1.0, f"a page view took {slowest:.1f} s after the burst"
-    assert settled <= 1.10 * rss_before, f"RSS {settled / rss_before:.2f}x its value before the burst"
+    # The 300 orphans' memory comes back; not to the byte: the allocator keeps some of what it once held.
+    took, kept = peak - rss_before, settled - rss_before
+    assert kept <= max(0.25 * took, 0.05 * rss_before), (
+        f"the worker kept {kept / 2**20:.0f} of the {took / 2**20:.0f} MB the burst took"
+    )
 
 
 def test_the_worker_fixes_keep_page_view_throughput(stacks, tmp_path):
