@@ -6,3 +6,7 @@ try:
     __version__ = version("bokeh-stack")  # pyproject.toml's, the one place it is written
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
+
+from .identity import current_user  # noqa: E402
+
+__all__ = ["__version__", "current_user"]

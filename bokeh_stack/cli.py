@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__, privileges, runner, status, supervision
+from . import __version__, privileges, runner, status, supervision, users
 from . import apply as applying
 from . import render as rendering
 from .app_check import check_apps
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 2
-    except (StackError, RenderError, PrivilegeError, SecretError, LogsError, TimeoutError) as e:
+    except (StackError, RenderError, PrivilegeError, SecretError, LogsError, users.UsersError, TimeoutError) as e:
         print(f"bokeh-stack: {e}", file=sys.stderr)
         return 1
 
@@ -105,6 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("--from-stdin", action="store_true", help="the secret is given on standard input")
     secret.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
     secret.add_argument("--dry-run", action="store_true", help="only say whether it would change")
+    people = command("users", cmd_users, "manage who may sign in (settings auth.mode password): add, remove, list")
+    action = people.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = action.add_parser("add", parents=[common], help="add a user, or set a user's password and groups")
+    add.add_argument("name")
+    add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    add.add_argument("--group", action="append", default=[], dest="groups", help="a group for settings access")
+    action.add_parser("remove", parents=[common], help="remove a user (signed out at once)").add_argument("name")
+    action.add_parser("list", parents=[common], help="every user and their groups")
     plan = command("plan", cmd_plan, "print where every file of the stack is (the run plan)")
     plan.add_argument("--json", action="store_true", help="as JSON")
     return parser
@@ -259,6 +267,31 @@ def cmd_secret(args: argparse.Namespace) -> int:
         print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(f'secret {verb}: {plan.secret_file}')}")
     else:
         print(f"bokeh-stack: secret {verb}: {plan.secret_file}")
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    plan = RunPlan(_settings(args))
+    path = plan.users_file
+    known = users.read(path)
+    if args.action == "list":
+        for user in known.values():
+            print(f"{user.name}" + (f"  groups: {', '.join(user.groups)}" if user.groups else ""))
+        return 0
+    name = users.check_name(args.name)
+    if args.action == "remove":
+        if name not in known:
+            raise users.UsersError(f"no user {name!r} in {path}")
+        del known[name]
+        verb = "removed"
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+        verb = "changed" if name in known else "added"
+        known[name] = users.make(name, password, args.groups)
+    privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}"))
+    users.write(path, known)
+    privileges.own(plan, path)  # the sign-in process reads it as the workers' user
+    print(f"bokeh-stack: user {name} {verb} in {path}")
     return 0
 
 

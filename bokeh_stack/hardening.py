@@ -4,7 +4,8 @@ fixes (fixes.Fix: checked against the installed Bokeh first):
 - a page's session token carries no request cookie unless settings.session.pass_cookies lists it (Bokeh copies
   every cookie, HttpOnly ones too, into the token it embeds in the page; the headers are limited by the rendered
   `--include-headers`);
-- a token opens only the websocket of the app that made it (Bokeh accepts any app's token on any app's /ws);
+- a token opens only the websocket of the app that made it (Bokeh accepts any app's token on any app's /ws), and
+  with sign-in, only for the user it was made for;
 - an ERROR reply to a message the server could not handle says so in a line, without Bokeh's traceback and paths;
 - nothing a client sends is logged unbounded: every log line of the worker is cut to LOG_LINE_BYTES (a client's
   megabytes of malformed messages otherwise fill and rotate away the worker log).
@@ -16,6 +17,7 @@ import logging
 import traceback
 
 from .fixes import Expect, Fix, _replace
+from .identity import USER_HEADER
 
 TOKEN_APP_KEY = "bokeh_stack_app"
 CLIENT_ERROR_TEXT = "the server could not handle this message (details are in the worker log)"
@@ -85,12 +87,18 @@ def tokens_bound_to_their_app() -> None:
 
     def open_own_app_only(self) -> None:
         try:
-            made_by = get_token_payload(self._token).get(TOKEN_APP_KEY) if self._token else None
+            payload = get_token_payload(self._token) if self._token else {}
         except Exception:
-            made_by = None  # not a token: Bokeh's own checks refuse it
+            payload = {}  # not a token: Bokeh's own checks refuse it
+        made_by = payload.get(TOKEN_APP_KEY)
         if made_by is not None and made_by != self.application_context.url:
             self.close()
             raise ProtocolError(f"a token of app {made_by!r} cannot open {self.application_context.url!r}")
+        # Signed in (nginx names the user in USER_HEADER), a token opens a websocket for the user it was made for.
+        made_for = (payload.get("headers") or {}).get(USER_HEADER, "")
+        if payload and made_for != (self.request.headers.get(USER_HEADER) or ""):
+            self.close()
+            raise ProtocolError(f"a token made for user {made_for!r} cannot be used by another")
         return ws_open(self)
 
     _replace(BokehTornado, "__init__", init_naming_apps)
@@ -131,6 +139,9 @@ FIXES = (
             Expect("bokeh.application.application:Application.process_request", params=("request",)),
             Expect("bokeh.server.views.session_handler:SessionHandler.get_session", uses=("process_request",)),
             Expect(f"{WS}.open", uses=("_token", "get_token_payload", "close")),
+            Expect(
+                "bokeh.server.views.session_handler:SessionHandler.get_session", uses=("include_headers", "headers")
+            ),
             Expect(f"{WS}.__init__", uses=("application_context",)),
             Expect("bokeh.util.token:get_token_payload"),
             Expect("bokeh.protocol.exceptions:ProtocolError"),

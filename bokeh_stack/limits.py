@@ -21,3 +21,9 @@ WORKER_MAX_HEADER_BYTES = 2 * HEADER_BUFFERS * HEADER_BUFFER_KB * 1024
 def websocket_read_timeout_s(keep_alive_ms: int) -> int:
     """How long nginx lets a websocket be silent: Bokeh pings every keep_alive_ms, so three pings, at least 60 s."""
     return max(60, 3 * keep_alive_ms // 1000)
+
+
+# Sign-in forms one client address may post a minute, beyond a burst (nginx's guard against a flood; failed
+# sign-ins have their own, lower limit in the sign-in process: settings auth.failed_per_minute).
+SIGNIN_FORMS_PER_MIN = 30
+SIGNIN_FORMS_BURST = 10

@@ -49,6 +49,11 @@ class RunPlan:
     def with_workers(self) -> bool:
         return self.settings.role in ("all", "worker")
 
+    @property
+    def with_signin(self) -> bool:
+        """The sign-in process runs beside nginx (settings auth.mode)."""
+        return self.with_nginx and self.settings.auth_on
+
     # Who runs it. Only root can name users. Started by another user, everything runs as that user; started as
     # root, the workers and nginx's worker processes run as `user` (SERVICE_USER unless set), supervisord and
     # nginx's master as root.
@@ -161,6 +166,25 @@ class RunPlan:
         return self.run_dir / "ops.json"
 
     @property
+    def signin_dir(self) -> Path:
+        """The sign-in process's own directory, its user's alone (nginx's workers run as it too)."""
+        return self.run_dir / "signin"
+
+    @property
+    def signin_socket(self) -> Path:
+        """The sign-in process (bokeh_stack/signin.py) listens here; nginx is its only way in."""
+        return self.signin_dir / "signin.sock"
+
+    @property
+    def signin_file(self) -> Path:
+        """Who may come in, and the index's apps, for the sign-in process (rendered from the settings)."""
+        return self.run_dir / "signin.json"
+
+    @property
+    def users_file(self) -> Path:
+        return self.settings.users_file
+
+    @property
     def restarts_file(self) -> Path:
         """Restarts of each worker, kept by supervisord's event listener (bokeh_stack/restarts.py)."""
         return self.run_dir / "restarts.json"
@@ -194,6 +218,7 @@ class RunPlan:
         names = [
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
             "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
-            "access_log", "ops_dir", "ops_socket", "ops_file", "restarts_file", "prometheus_config",
+            "access_log", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket", "signin_file",
+            "users_file", "restarts_file", "prometheus_config",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

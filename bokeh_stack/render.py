@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, fleet, limits, ops, privileges, static_files
+from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files
 from .apps import app_info
 from .plan import UNIX_PATH_MAX, RunPlan
 from .settings import Pool, Settings, local_address, url_host
@@ -99,7 +99,10 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
-        "token_headers": [_header_name(h) for h in ("X-Real-IP", *s.session["pass_headers"])],
+        "token_headers": [_header_name(h) for h in ("X-Real-IP", identity.USER_HEADER, *s.session["pass_headers"])],
+        "user": None,
+        "signin": signin,
+        "user_header": identity.USER_HEADER,
         "ops_listen": fleet.host_port(s.ops["address"], s.ops["port"]),
         "ops_local": local_address(s.ops["address"]),
         "ops_target": fleet.ops_target(s),
@@ -123,6 +126,27 @@ def ops_config(plan: RunPlan) -> dict[str, Any]:
         "nginx_status": [local_address(s.ops["address"]), s.ops["port"], NGINX_STATUS_PATH],
         "interval_s": OPS_INTERVAL_S,
         "history": OPS_HISTORY_S // OPS_INTERVAL_S,
+    }
+
+
+def signin_config(plan: RunPlan, apps: list[dict[str, Any]]) -> dict[str, Any]:
+    """signin.json: who may come in (bokeh_stack/signin.py), and what the index lists."""
+    from bokeh import __version__ as bokeh_version
+
+    s = plan.settings
+    index_keys = ("name", "title", "description", "thumbnail", "hue")
+    return {
+        "socket": str(plan.signin_socket),
+        "mode": s.auth["mode"],
+        "prefix": s.prefix,
+        "session_hours": s.auth["session_hours"],
+        "failed_per_minute": s.auth["failed_per_minute"],
+        "users_file": str(plan.users_file),
+        "oidc": {**s.auth["oidc"], "scopes": list(s.auth["oidc"]["scopes"])},
+        "access": {app: {key: list(names) for key, names in rule.items()} for app, rule in s.access.items()},
+        "apps": [{key: app[key] for key in index_keys} for app in apps],
+        "versions": {"version": __version__, "bokeh_version": bokeh_version},
+        "templates": str(templates_root()),
     }
 
 
@@ -178,6 +202,8 @@ def outputs(plan: RunPlan) -> dict[Path, str]:
     files = {target: env.get_template(template).render(ctx) for template, target in targets.items()}
     if plan.with_nginx:
         files[plan.ops_file] = json.dumps(ops_config(plan), indent=2) + "\n"
+    if plan.with_signin:
+        files[plan.signin_file] = json.dumps(signin_config(plan, ctx["apps"]), indent=2) + "\n"
     args = env.get_template("supervisor/worker.args.j2")
     for pool in ctx["pools"]:
         files[pool["args_file"]] = args.render(ctx, pool=pool)
@@ -200,6 +226,8 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
     if plan.with_nginx:
         privileges.own(plan, plan.nginx_temp)  # nginx's workers buffer large bodies there
         privileges.private_dir(plan, plan.ops_dir)
+    if plan.with_signin:
+        privileges.private_dir(plan, plan.signin_dir)
     if plan.with_workers and plan.settings.worker_sockets:
         privileges.private_dir(plan, plan.sockets_dir)
     if plan.with_nginx and static:
@@ -221,6 +249,7 @@ def render_checked(plan: RunPlan) -> list[Path]:
 def check_socket_paths(plan: RunPlan) -> None:
     """A unix socket's path has a hard limit: say so before a worker fails to bind it."""
     sockets = [plan.ops_socket] if plan.with_nginx else []
+    sockets += [plan.signin_socket] if plan.with_signin else []
     if plan.with_workers and plan.settings.worker_sockets:
         sockets += [plan.worker_socket(port) for port in plan.settings.worker_ports]
     for path in sockets:

@@ -15,6 +15,7 @@ import difflib
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ POOL_KEYS = {"apps": list, "workers": int, "base_port": int}
 PATH_KEYS = ("apps_dir", "runtime_dir", "log_dir", "secret_file")
 # What a host runs: nginx and the workers, nginx only, the workers only.
 ROLES = ("all", "balancer", "worker")
+AUTH_MODES = ("none", "password", "oidc")
 # Paths where the stack serves something of its own; an app of that name would be shadowed.
 RESERVED_APP_NAMES = {"static", "healthz"}
 
@@ -95,6 +97,9 @@ class Settings:
     server_names: tuple[str, ...]
     public_origins: tuple[str, ...]
     prefix: str
+    trusted_proxies: tuple[str, ...]
+    auth: Mapping[str, Any]
+    access: Mapping[str, Mapping[str, tuple[str, ...]]]
     worker_address: str
     worker_hosts: tuple[str, ...]
     unix_sockets: bool
@@ -125,6 +130,14 @@ class Settings:
     def public_port(self) -> int:
         """The port browsers load the apps from: HTTPS's when TLS is on."""
         return self.tls["port"] if self.tls_on else self.port
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth["mode"] != "none"
+
+    @property
+    def users_file(self) -> Path:
+        return Path(self.auth["users_file"]) if self.auth["users_file"] else self.runtime_dir / "users.json"
 
     @property
     def apps(self) -> tuple[str, ...]:
@@ -314,6 +327,8 @@ def _check_known_keys(layer: Mapping, schema: Mapping, source: str, problems: li
             )
         elif key == "pools":
             _check_pool_keys(value, source, problems)
+        elif key == "access":
+            continue  # keyed by app: _check_access
         elif isinstance(schema[key], dict) and isinstance(value, dict):
             _check_known_keys(value, schema[key], source, problems, prefix=f"{dotted}.")
 
@@ -393,12 +408,15 @@ def _build(
         )
     _check_tls(raw["tls"], raw["port"], problems)
     _check_ops(raw["ops"], problems)
+    _check_networks(raw["trusted_proxies"], "trusted_proxies", problems)
+    _check_auth(raw["auth"], problems)
     for key in ("stats_log_ms", "mem_log_ms"):
         if raw[key] < 0:
             problems.append(f"{key} must be 0 (off) or positive, got {raw[key]}")
 
     apps = _check_apps(paths["apps_dir"], problems)
     pools = _build_pools(raw, apps, problems)
+    access = _check_access(raw["access"], raw["auth"]["mode"], apps, problems)
     tls_on = bool(raw["tls"]["certificate"])
     nginx_ports = {raw["port"]: "nginx (port)"}
     if tls_on:
@@ -417,6 +435,8 @@ def _build(
     origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
     values = {key: tuple(raw[key]) if isinstance(raw[key], list) else raw[key] for key in schema}
     values["ops"] = {**raw["ops"], "allow": tuple(raw["ops"]["allow"])}
+    values["auth"] = {**raw["auth"], "oidc": {**raw["auth"]["oidc"], "scopes": tuple(raw["auth"]["oidc"]["scopes"])}}
+    values["access"] = access
     values.update(
         apps_dir=paths["apps_dir"],
         runtime_dir=runtime_dir,
@@ -469,11 +489,66 @@ def _check_tls(tls: Mapping[str, Any], port: int, problems: list[str]) -> None:
 def _check_ops(ops: Mapping[str, Any], problems: list[str]) -> None:
     _check_address(ops["address"], "ops.address", problems)
     _check_port(ops["port"], "ops.port", problems)
-    for network in ops["allow"]:
+    _check_networks(ops["allow"], "ops.allow", problems)
+
+
+def _check_networks(networks: list[str], key: str, problems: list[str]) -> None:
+    for network in networks:
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
-            problems.append(f"ops.allow: {network!r} is not an address or network (CIDR, e.g. 10.0.0.0/8)")
+            problems.append(f"{key}: {network!r} is not an address or network (CIDR, e.g. 10.0.0.0/8)")
+
+
+def _check_auth(auth: Mapping[str, Any], problems: list[str]) -> None:
+    if auth["mode"] not in AUTH_MODES:
+        problems.append(f"auth.mode must be one of {', '.join(AUTH_MODES)}, got {auth['mode']!r}")
+    for key in ("session_hours", "failed_per_minute"):
+        if auth[key] < 1:
+            problems.append(f"auth.{key} must be positive, got {auth[key]}")
+    oidc = auth["oidc"]
+    for key, value in (
+        ("auth.users_file", auth["users_file"]),
+        ("auth.oidc.client_secret_file", oidc["client_secret_file"]),
+    ):
+        if value and (not value.startswith("/") or set(value) & _UNSAFE_PATH_CHARS):
+            problems.append(f"{key} must be an absolute path without quotes or $, got {value!r}")
+    if auth["mode"] != "oidc":
+        return
+    issuer = urllib.parse.urlsplit(oidc["issuer"])
+    loopback = issuer.hostname in ("127.0.0.1", "::1", "localhost")
+    if not (issuer.scheme == "https" or (issuer.scheme == "http" and loopback)) or not issuer.hostname:
+        problems.append(f"auth.oidc.issuer must be the provider's https:// URL, got {oidc['issuer']!r}")
+    if not oidc["client_id"]:
+        problems.append("auth.oidc.client_id must be set: this stack's client id at the provider")
+    secret_file = oidc["client_secret_file"]
+    if not secret_file:
+        problems.append("auth.oidc.client_secret_file must be set: the file holding the client secret")
+    elif secret_file.startswith("/") and not os.access(secret_file, os.R_OK):
+        problems.append(f"auth.oidc.client_secret_file: {secret_file} does not exist or is not readable")
+    if "openid" not in oidc["scopes"]:
+        problems.append(f"auth.oidc.scopes must include openid, got {oidc['scopes']!r}")
+
+
+def _check_access(
+    access: Mapping[str, Any], mode: str, apps: list[str], problems: list[str]
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    if access and mode == "none":
+        problems.append("access needs sign-in: set auth.mode to password or oidc")
+    rules: dict[str, dict[str, tuple[str, ...]]] = {}
+    for app, rule in access.items():
+        if app not in apps:
+            problems.append(f"access: no app {app!r} in apps_dir (apps: {', '.join(apps) or 'none'})")
+            continue
+        if not isinstance(rule, dict) or set(rule) - {"users", "groups"}:
+            problems.append(f"access.{app} must be a mapping with users and/or groups, got {rule!r}")
+            continue
+        for key in ("users", "groups"):
+            names = rule.get(key, [])
+            if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                problems.append(f"access.{app}.{key} must be a list of names, got {names!r}")
+        rules[app] = {key: tuple(rule.get(key, []) or ()) for key in ("users", "groups")}
+    return rules
 
 
 def _type_name(kind: type) -> str:
@@ -491,7 +566,7 @@ def _check_types(raw: Mapping, schema: Mapping, problems: list[str], prefix: str
             problems.append(f"{dotted} must be {_type_name(kind)}, got {value!r}")
         elif kind is list and not all(isinstance(item, str) for item in value):
             problems.append(f"{dotted} must be a list of strings, got {value!r}")
-        elif kind is dict and key != "pools":
+        elif kind is dict and key not in ("pools", "access"):
             _check_types(value, default, problems, prefix=f"{dotted}.")
 
 

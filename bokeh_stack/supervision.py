@@ -53,7 +53,7 @@ def supervisord_command(
     workers' BOKEH_SECRET_KEY; generated on first start). The one way every starter starts it: `bokeh-stack up`,
     `bokeh-stack supervisord` (containers, Salt, the systemd unit)."""
     env = dict(os.environ)
-    if plan.with_workers:
+    if plan.with_workers or plan.with_signin:  # the sign-in cookie's key is derived from it
         env[ENV_VAR] = ensure_secret(plan.secret_file)
     argv = [plan.python, "-m", "supervisor.supervisord", "-c", str(plan.supervisord_conf)]
     if foreground:  # silent: its log only in its log file, not also on stdout

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from bokeh.client.websocket import WebSocketClientConnectionWrapper
 from bokeh.document import Document
@@ -210,3 +210,27 @@ def _describe(error: Exception) -> str:
     if code:
         return f"HTTP {code} {getattr(error, 'message', '')}".strip()
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+_CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
+
+
+async def sign_in(
+    base_url: str, name: str, password: str, headers: dict[str, str] | None = None
+) -> tuple[int, CookieJar, Any]:
+    """Sign in at <base_url>/login as a browser does (the form's hidden csrf field, cookies kept): the POST's
+    status (303 when signed in), the cookie jar, and the POST's response."""
+    jar = CookieJar()
+    client = AsyncHTTPClient()
+    form = await client.fetch(f"{base_url}/login", headers=headers or {}, follow_redirects=False, raise_error=False)
+    jar.update(form.headers.get_list("Set-Cookie"))
+    match = _CSRF.search(form.body or b"")
+    if not match:
+        raise PageViewError("GET", f"{base_url}/login", f"HTTP {form.code}: no sign-in form")
+    body = urlencode({"username": name, "password": password, "csrf": match.group(1).decode()})
+    response = await client.fetch(
+        f"{base_url}/login", method="POST", body=body, follow_redirects=False, raise_error=False,
+        headers={**(headers or {}), "Cookie": jar.header(), "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    jar.update(response.headers.get_list("Set-Cookie"))
+    return response.code, jar, response

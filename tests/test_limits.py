@@ -40,7 +40,7 @@ def test_workers_accept_every_request_header_nginx_lets_through(tmp_path):
 @pytest.mark.parametrize("keep_alive_ms", [1000, 37000, 120000])
 def test_nginx_lets_a_websocket_be_silent_for_longer_than_a_keep_alive_ping(tmp_path, keep_alive_ms):
     conf = plan(tmp_path, session={"keep_alive_ms": keep_alive_ms}).nginx_site_conf.read_text()
-    ws_location = re.search(r"/ws\$ \{(.*?)\n    \}", conf, re.S).group(1)
+    ws_location = re.search(r"/ws \{(.*?)\n    \}", conf, re.S).group(1)
     [read_timeout] = re.findall(r"proxy_read_timeout (\d+)s;", ws_location)
     assert int(read_timeout) == limits.websocket_read_timeout_s(keep_alive_ms)
     assert int(read_timeout) * 1000 >= 3 * keep_alive_ms

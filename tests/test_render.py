@@ -138,10 +138,13 @@ def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
     assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == ["127.0.0.1:5102", "127.0.0.1:5103"]
     argv = worker.read_args(str(tcp.args_file(tcp.settings.pools[1])), "5102")
     assert argv[argv.index("--port") + 1] == "5102" and argv[argv.index("--address") + 1] == "127.0.0.1"
-    routes = re.findall(r"location ~ \^/\(\?:([^)]*)\)(/ws\$|\S*) \{\n\s+proxy_pass http://(\w+);", conf)
-    assert ("streaming", "/ws$", "bokeh_heavy") in routes
-    assert ("cosine|lifecycle|press_me|random_walk", "/ws$", "bokeh_default") in routes
-    assert len(routes) == 4  # page and websocket, per pool
+    routes = re.findall(r"location (?:= |~ \^)/(\w+)(/ws|\S*) \{\n\s+proxy_pass http://(\w+);", conf)
+    assert ("streaming", "/ws", "bokeh_heavy") in routes and ("streaming", "(?:/.*)?$", "bokeh_heavy") in routes
+    assert {(app, pool) for app, _, pool in routes} == {
+        ("streaming", "bokeh_heavy"),
+        *((app, "bokeh_default") for app in ("cosine", "lifecycle", "press_me", "random_walk")),
+    }
+    assert len(routes) == 10  # page and websocket, per app
 
 
 def test_the_index_lists_every_app_with_its_docstring(tmp_path):
@@ -234,12 +237,12 @@ def worker_args(layout: RunPlan) -> list[str]:
 def test_session_tokens_carry_only_the_headers_and_cookies_the_settings_pass(tmp_path):
     args = worker_args(rendered(tmp_path / "defaults"))
     at = args.index("--include-headers")
-    assert args[at + 1 : at + 3] == ["X-Real-Ip", "--session-ids"]
+    assert args[at + 1 : at + 4] == ["X-Real-Ip", "X-Bokeh-Stack-User", "--session-ids"]
     assert "--include-cookies" not in args, "none: the worker's hardening turns Bokeh's default (all) into none"
     session = {"pass_cookies": ["theme", "lang"], "pass_headers": ["accept-language"]}
     args = worker_args(rendered(tmp_path / "passed", session=session))
     at = args.index("--include-headers")
-    assert args[at + 1 : at + 3] == ["X-Real-Ip", "Accept-Language"], "spelled as tornado compares them"
+    assert args[at + 1 : at + 4] == ["X-Real-Ip", "X-Bokeh-Stack-User", "Accept-Language"], "as tornado spells them"
     at = args.index("--include-cookies")
     assert args[at + 1 : at + 3] == ["theme", "lang"]
 

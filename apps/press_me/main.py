@@ -1,14 +1,18 @@
 """Press me.
 
-A button: every press writes the next number at a random place in a black plot, colours cycling.
+A button: every press writes the next number at a random place in a black plot, colours cycling. Signed in,
+it greets you by name.
 """
 
+import html
 import random
 
 from bokeh.layouts import column
-from bokeh.models import Button
+from bokeh.models import Button, Div
 from bokeh.palettes import RdYlBu3
 from bokeh.plotting import curdoc, figure
+
+from bokeh_stack import current_user
 
 doc = curdoc()
 plot = figure(
@@ -46,5 +50,7 @@ def press() -> None:
 
 button = Button(label="Press me", button_type="primary")
 button.on_event("button_click", lambda event: press())
-doc.add_root(column(button, plot, sizing_mode="stretch_width"))
+user = current_user(doc)  # the signed-in user's name (settings auth.mode), None without sign-in
+greeting = Div(text=f"Signed in as <b>{html.escape(user)}</b>" if user else "", name="greeting", visible=bool(user))
+doc.add_root(column(greeting, button, plot, sizing_mode="stretch_width"))
 doc.title = "Press me"

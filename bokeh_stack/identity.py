@@ -1,0 +1,20 @@
+"""Who is signed in, for app code: `bokeh_stack.current_user(curdoc())`.
+
+With sign-in on (settings auth.mode), nginx asks the sign-in process about every page and hands the worker the
+user's name in USER_HEADER, which it overwrites whatever the client sent; the page's session token carries it
+(the workers' --include-headers), and a token opens no websocket for another user (bokeh_stack/hardening.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+USER_HEADER = "X-Bokeh-Stack-User"
+
+
+def current_user(doc: Any) -> str | None:
+    """The signed-in user's name for this document's session; None without sign-in (or outside a session)."""
+    context = getattr(doc, "session_context", None)
+    request = getattr(context, "request", None) if context is not None else None
+    headers = getattr(request, "headers", None) or {}
+    return headers.get(USER_HEADER) or None
