@@ -59,9 +59,16 @@ def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
 
 def needed_paths(plan: RunPlan) -> list[Path]:
     """What the workers' user must read: this Python (the interpreter, its environment and its standard library),
-    the apps and the runtime dir (worker arguments, sockets, static files)."""
+    the apps and the runtime dir (worker arguments, sockets, static files); with sign-in, what the sign-in process
+    reads (the users file, the OIDC client secret)."""
     python = Path(os.path.realpath(plan.python))
-    return [python, Path(sys.prefix), Path(sys.base_prefix), plan.settings.apps_dir, plan.run_dir]
+    paths = [python, Path(sys.prefix), Path(sys.base_prefix), plan.settings.apps_dir, plan.run_dir]
+    auth = plan.settings.auth
+    if plan.with_signin and auth["mode"] == "oidc":
+        paths.append(Path(auth["oidc"]["client_secret_file"]))
+    if plan.with_signin and auth["mode"] == "password" and plan.users_file.exists():
+        paths.append(plan.users_file)
+    return paths
 
 
 def open_to(user: str, paths: Iterable[Path], log: Callable[[str], None]) -> None:

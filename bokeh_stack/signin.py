@@ -158,7 +158,10 @@ class Provider:
 
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            self._metadata = await _get_json(f"{self.issuer}/.well-known/openid-configuration")
+            metadata = await _get_json(f"{self.issuer}/.well-known/openid-configuration")
+            if str(metadata.get("issuer", "")).rstrip("/") != self.issuer:
+                raise ValueError(f"the provider at {self.issuer} calls itself {metadata.get('issuer')!r}")
+            self._metadata = metadata
         return self._metadata
 
     def authorization_url(self, metadata: dict[str, Any], redirect_uri: str, flow: dict[str, str]) -> str:
@@ -196,7 +199,7 @@ class Provider:
         keys = KeySet.import_key_set(await _get_json(metadata["jwks_uri"]))
         token = jwt.decode(tokens["id_token"], keys)
         jwt.JWTClaimsRegistry(
-            iss={"essential": True, "value": metadata.get("issuer", self.issuer)},
+            iss={"essential": True, "value": metadata["issuer"]},
             aud={"essential": True, "value": self.client_id},
             exp={"essential": True},
             nonce={"essential": True, "value": flow["nonce"]},

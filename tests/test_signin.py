@@ -159,6 +159,7 @@ def test_failed_sign_ins_are_limited_per_client_and_never_say_whether_the_user_e
     answers = [run(sign_in(base, name, "wrong password", client)) for name in ("alice", "nobody-here")]
     (code_known, _, known), (code_unknown, _, unknown) = answers
     assert code_known == code_unknown == 401
+
     def without_form_token(body: bytes) -> bytes:
         return re.sub(rb'name="csrf" value="[^"]+"', b"", body)
 
