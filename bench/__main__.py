@@ -5,9 +5,9 @@
     .venv/bin/python -m bench static latency        # some parts only (printed; --out to write them)
     .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
 
-Parts: pageviews, static, latency, capacity, churn, metrics (bokeh-stack with its metrics on vs off). Prints one
-markdown table, the targets (PASS/MISS) and the
-design's reference figures beside ours. Not a test: nothing here fails on a slow machine.
+Parts: pageviews, static, latency, capacity, churn, metrics (bokeh-stack with its metrics on vs off), signin
+(bokeh-stack with sign-in on vs off). Prints one markdown table, the targets (PASS/MISS) and the design's
+reference figures beside ours. Not a test: nothing here fails on a slow machine.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from bench.churn import churn
 from bench.metrics_cost import metrics_cost
 from bench.pageviews import page_views
 from bench.setups import DEFAULTS, SETUPS, started
+from bench.signin_cost import signin_cost
 from bench.static import static_js
 from bench.streaming import capacity, update_delays
 
 ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics")
+PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics", "signin")
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
@@ -141,6 +142,10 @@ def main(argv: list[str]) -> int:
         print("metrics on vs off", file=sys.stderr)
         rounds, fleet = (1, 2) if args.smoke else (METRICS_ROUNDS, SCRAPE_WORKERS)
         results.metrics = metrics_cost(apps, args.workers, tmp, session, args, rounds, fleet)
+
+    if "signin" in args.parts and "stack" in args.setups:
+        print("sign-in on vs off", file=sys.stderr)
+        results.signin = signin_cost(apps, args.workers, tmp, session, args, 1 if args.smoke else METRICS_ROUNDS)
 
     text = report.markdown(results)
     print(text)

@@ -101,14 +101,19 @@ class ViewTiming:
     seconds: float
 
 
-async def light_page_view(conn: HTTPConnection, url: str, origin: str, timeout: float = 30.0) -> ViewTiming:
-    """One first-visit page view (a new cookie jar) over `conn` for the GET and a new websocket."""
+async def light_page_view(
+    conn: HTTPConnection, url: str, origin: str, timeout: float = 30.0, cookie: str = ""
+) -> ViewTiming:
+    """One first-visit page view (a new cookie jar, holding `cookie` if given: a sign-in) over `conn` for the GET
+    and a new websocket."""
     start = time.perf_counter()
     path = urlsplit(url).path
-    response = await asyncio.wait_for(conn.get(path), timeout)
+    response = await asyncio.wait_for(conn.get(path, {"Cookie": cookie} if cookie else None), timeout)
     if response.status != 200:
         raise BenchError(f"GET {url}: HTTP {response.status}")
     jar = CookieJar()
+    if cookie:
+        jar.update([cookie])
     jar.update(response.headers.get("set-cookie", []))
     match = _TOKEN.search(response.body)
     if not match:

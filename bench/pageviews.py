@@ -32,7 +32,7 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-async def _drive(setup: Setup, seconds: float, warmup: float, concurrency: int, keep_alive: bool):
+async def _drive(setup: Setup, seconds: float, warmup: float, concurrency: int, keep_alive: bool, cookie: str):
     url = setup.url("/dashboard")
     start = time.monotonic()
     measure_from, deadline = start + warmup, start + warmup + seconds
@@ -44,7 +44,7 @@ async def _drive(setup: Setup, seconds: float, warmup: float, concurrency: int, 
             while time.monotonic() < deadline:
                 began = time.monotonic()
                 try:
-                    view = await light_page_view(conn, url, setup.origin)
+                    view = await light_page_view(conn, url, setup.origin, cookie=cookie)
                 except (TimeoutError, BenchError, OSError) as e:
                     if began >= measure_from:
                         failures.append(repr(e))
@@ -59,9 +59,12 @@ async def _drive(setup: Setup, seconds: float, warmup: float, concurrency: int, 
     return timings, failures, time.monotonic() - measure_from
 
 
-def page_views(setup: Setup, seconds: float, concurrency: int, keep_alive: bool, warmup: float) -> PageViewResult:
+def page_views(
+    setup: Setup, seconds: float, concurrency: int, keep_alive: bool, warmup: float, cookie: str = ""
+) -> PageViewResult:
+    """`cookie`: sent by every browser (a sign-in cookie, name=value)."""
     cpu = time.process_time()
-    timings, failures, elapsed = asyncio.run(_drive(setup, seconds, warmup, concurrency, keep_alive))
+    timings, failures, elapsed = asyncio.run(_drive(setup, seconds, warmup, concurrency, keep_alive, cookie))
     cpu = (time.process_time() - cpu) / (elapsed + warmup)
     ids = {t.session_id for t in timings}
     executions = sum(1 for e in read_executions(setup.record) if e.session_id in ids)

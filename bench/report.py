@@ -13,9 +13,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import metrics_cost
+from bench import metrics_cost, signin_cost
 from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
+from bench.signin_cost import SigninCost
 from bokeh_stack.plan import find_nginx
 
 LETTERS = {"single": "(a)", "num_procs": "(b)", "recipe": "(c)", "stack": ""}
@@ -32,6 +33,7 @@ class Results:
     capacity: dict = field(default_factory=dict)  # ("single"|"stack", app) -> Capacity
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
     metrics: MetricsCost | None = None
+    signin: SigninCost | None = None
 
 
 def apps_dir(directory: Path, apps: dict[str, Path]) -> Path:
@@ -167,6 +169,8 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
             )
     if r.metrics:
         out += metrics_cost.targets(r.metrics)
+    if r.signin:
+        out += signin_cost.targets(r.signin)
     return out
 
 
@@ -216,6 +220,8 @@ def markdown(r: Results) -> str:
         lines += [f"| {t} | {m} | {'PASS' if ok else '**MISS**'} |" for t, m, ok in targets]
     if r.metrics:
         lines += ["", metrics_cost.markdown(r.metrics)]
+    if r.signin:
+        lines += ["", signin_cost.markdown(r.signin)]
     anchors = _anchors(r)
     if anchors:
         lines += ["", "| reference figure | design §2b | this run |", "|---|---|---|"]

@@ -8,11 +8,12 @@ ports or worker count restarts that pool's program at once (supervisord cannot r
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import ops, privileges, supervision
+from . import ops, privileges, signin, supervision
 from .fleet import local_target
 from .plan import RunPlan
 from .render import render_checked
@@ -64,6 +65,13 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
             replaced.add(group)
             act(f"started {group}")
 
+    if plan.with_signin and plan.signin_file in changed and signin.PROGRAM not in replaced:
+        sup.signalProcess(signin.PROGRAM, "HUP")
+        act("the sign-in process read its new settings")
+    if plan.with_signin and signin.PROGRAM in replaced:
+        # nginx asks it about every page once reloaded: it must listen first.
+        wait_for_socket(plan.signin_socket, READY_TIMEOUT_S, "the sign-in process")
+
     nginx_confs = {plan.nginx_conf, plan.nginx_site_conf}
     if plan.with_nginx and changed & nginx_confs and "nginx" not in replaced:
         sup.signalProcess("nginx", "HUP")
@@ -81,6 +89,19 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
                 why = _why(before[pool.program], _read(plan.args_file(pool))) if args_changed else "reload"
                 rolling_restart(plan, pool, act, why)
     return result
+
+
+def wait_for_socket(path, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(path))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ApplyError(f"{what} did not listen on {path} within {timeout_s} s") from None
+        time.sleep(0.1)
 
 
 def _read(path) -> str:

@@ -111,7 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
     add.add_argument("--group", action="append", default=[], dest="groups", help="a group for settings access")
-    action.add_parser("remove", parents=[common], help="remove a user (signed out at once)").add_argument("name")
+    remove = action.add_parser("remove", parents=[common], help="remove a user (signed out at once)")
+    remove.add_argument("name")
+    for changing in (add, remove):
+        changing.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
+        changing.add_argument("--dry-run", action="store_true", help="only say whether it would change")
     action.add_parser("list", parents=[common], help="every user and their groups")
     plan = command("plan", cmd_plan, "print where every file of the stack is (the run plan)")
     plan.add_argument("--json", action="store_true", help="as JSON")
@@ -280,18 +284,29 @@ def cmd_users(args: argparse.Namespace) -> int:
         return 0
     name = users.check_name(args.name)
     if args.action == "remove":
-        if name not in known:
+        changed, verb = name in known, "removed"
+        if not changed and not args.stateful:
             raise users.UsersError(f"no user {name!r} in {path}")
-        del known[name]
-        verb = "removed"
+        known.pop(name, None)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-        verb = "changed" if name in known else "added"
-        known[name] = users.make(name, password, args.groups)
-    privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}"))
-    users.write(path, known)
-    privileges.own(plan, path)  # the sign-in process reads it as the workers' user
-    print(f"bokeh-stack: user {name} {verb} in {path}")
+        before = known.get(name)
+        changed = not (before and before.groups == users.check_groups(args.groups) and users.verify(before, password))
+        verb = "changed" if before else "added"
+        if changed:
+            known[name] = users.make(name, password, args.groups)
+    if changed and not args.dry_run:
+        privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}"))
+        users.write(path, known)
+        privileges.own(plan, path)  # the sign-in process reads it as the workers' user
+    said = (f"would be {verb}" if args.dry_run else verb) if changed else "unchanged"
+    if args.stateful:
+        print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(f'user {name} {said} in {path}')}")
+    else:
+        print(f"bokeh-stack: user {name} {said} in {path}")
+    if plan.settings.auth["mode"] != "password":
+        print(f"bokeh-stack: note: auth.mode is {plan.settings.auth['mode']}: these users sign in once it is password",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

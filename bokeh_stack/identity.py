@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 USER_HEADER = "X-Bokeh-Stack-User"
+# The signed-in state (bokeh_stack/signin.py); never copied into a page's session token.
+SIGNIN_COOKIE = "bokeh_stack_signin"
 
 
 def current_user(doc: Any) -> str | None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .identity import SIGNIN_COOKIE
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "BOKEH_STACK_"
 ENV_SETTINGS_FILE = "BOKEH_STACK_SETTINGS"
@@ -191,7 +193,7 @@ def load(
     problems: list[str] = []
 
     settings_file = settings_file or environ.get(ENV_SETTINGS_FILE)
-    given = [("the environment", _environment_layer(environ, problems), cwd)]
+    given = [("the environment", _environment_layer(environ, schema, problems), cwd)]
     given.append(("the command line", dict(overrides or {}), cwd))
     file_layer = None
     if settings_file:
@@ -283,14 +285,15 @@ def _read_settings_file(path: Path, problems: list[str]) -> dict[str, Any]:
     return data
 
 
-def _environment_layer(environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+def _environment_layer(environ: Mapping[str, str], schema: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_SETTINGS_FILE:
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            # Empty (compose's ${NAME:-}): an empty string, or an empty list or mapping where the setting is one.
+            value = yaml.safe_load(text) if text.strip() else _empty_like(schema, keys)
         except yaml.YAMLError:
             problems.append(f"{name}: cannot parse {text!r} as a YAML value")
             continue
@@ -299,6 +302,13 @@ def _environment_layer(environ: Mapping[str, str], problems: list[str]) -> dict[
             node = node.setdefault(key, {})
         node[keys[-1]] = value
     return layer
+
+
+def _empty_like(schema: Mapping[str, Any], keys: list[str]) -> Any:
+    node: Any = schema
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return type(node)() if isinstance(node, (list, dict)) else ""
 
 
 def _merge_layer(
@@ -402,6 +412,8 @@ def _build(
         for name in raw["session"][key]:
             if not pattern.match(name):
                 problems.append(f"session.{key}: {name!r} is not a {kind} name")
+    if SIGNIN_COOKIE in raw["session"]["pass_cookies"]:
+        problems.append(f"session.pass_cookies: {SIGNIN_COOKIE} is the sign-in cookie, which no page may carry")
     if not _FRAME_ANCESTORS.match(raw["frame_ancestors"]):
         problems.append(
             f"frame_ancestors must be CSP sources like \"'self' https://example.com\", got {raw['frame_ancestors']!r}"

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 import urllib.parse
@@ -38,10 +39,10 @@ from tornado.netutil import bind_unix_socket
 from tornado.web import Application, HTTPError, RequestHandler, create_signed_value, decode_signed_value
 
 from . import secret, users
-from .identity import USER_HEADER
+from .identity import SIGNIN_COOKIE, USER_HEADER
 
 PROGRAM = "bokeh_stack_signin"
-COOKIE = "bokeh_stack_signin"
+COOKIE = SIGNIN_COOKIE
 # The OpenID Connect flow in progress (state, nonce, PKCE verifier), for the callback alone.
 FLOW_COOKIE = "bokeh_stack_oidc"
 FLOW_MAX_AGE_S = 600
@@ -221,11 +222,16 @@ class Gate:
     """Everything the handlers share: the config, the cookie key, the users, the provider, the failures."""
 
     def __init__(self, config: SigninConfig, key: bytes) -> None:
-        self.config = config
         self.key = key
+        self.failures = FailedSignins(config.failed_per_minute)
+        self.reconfigure(config)
+
+    def reconfigure(self, config: SigninConfig) -> None:
+        """Take new settings (`bokeh-stack apply` sends SIGHUP): the failures counted so far are kept."""
+        self.config = config
         self.users = Users(Path(config.users_file))
         self.provider = Provider(config.oidc) if config.mode == "oidc" else None
-        self.failures = FailedSignins(config.failed_per_minute)
+        self.failures.per_minute = config.failed_per_minute
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(config.templates), autoescape=True, undefined=jinja2.StrictUndefined
         )
@@ -465,8 +471,19 @@ def main(argv: list[str]) -> int:
     socket = bind_unix_socket(config.socket, mode=0o600)
     server = HTTPServer(application(gate), xheaders=True, max_header_size=64 * 1024, max_body_size=64 * 1024)
     server.add_socket(socket)
+    loop = IOLoop.current()
+
+    def reread() -> None:
+        try:
+            gate.reconfigure(SigninConfig.read(Path(config_file)))
+        except (OSError, ValueError, TypeError) as e:
+            log.error("kept the settings it had: cannot read %s: %s", config_file, e)
+            return
+        log.info("read %s again: sign-in (%s)", config_file, gate.config.mode)
+
+    signal.signal(signal.SIGHUP, lambda *_: loop.add_callback_from_signal(reread))
     log.info("sign-in (%s) for %s/ on %s", config.mode, config.prefix, config.socket)
-    IOLoop.current().start()
+    loop.start()
     return 0
 
 

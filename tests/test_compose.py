@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.pageview import page_view
+from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,
     TEST_APPS,
@@ -45,11 +45,11 @@ class ComposeStack:
     records: Path
     timings: dict
 
-    def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def compose(self, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
         files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests" / "compose.counter.yml")]
         result = subprocess.run(
             ["docker-compose", "-p", self.project, *files, *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+            env=env or self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         assert result.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
         return result
@@ -229,6 +229,40 @@ def test_reload_inside_a_worker_container_fails_no_page_view(stack):
     assert "restarted bokeh_default_5100" in output and "restarted bokeh_default_5101" in output
     assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
     assert pids() != before
+
+
+def test_sign_in_turned_on_in_the_nginx_container(stack):
+    """BOKEH_STACK_AUTH__MODE=password recreates only nginx; users are added inside it, onto the auth volume."""
+
+    def nginx_up(env: dict) -> str:
+        stack.compose("up", "-d", "--no-deps", "nginx", env=env)
+        try:
+            wait_for(lambda: stack.containers("nginx") and stack.health(stack.containers("nginx")[0]) == "healthy",
+                     120, "the nginx container to be healthy")  # fmt: skip
+        except AssertionError:
+            logs = stack.engine.docker("logs", "--tail", "40", stack.containers("nginx")[0], check=False)
+            print(logs.stdout[-4000:], logs.stderr[-4000:])
+            raise
+        return stack.containers("nginx")[0]
+
+    signed = {**stack.env, "BOKEH_STACK_AUTH__MODE": "password", "BOKEH_STACK_ACCESS": "{cosine: {users: [alice]}}"}
+    container = nginx_up(signed)
+    try:
+        added = subprocess.run(
+            ["docker", "exec", "-i", container, "bokeh-stack", "users", "add", "alice", "--password-stdin"],
+            input="correct horse battery\n", env=stack.engine.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert added.returncode == 0 and "/var/lib/bokeh-stack-auth/users.json" in added.stdout, added.stderr
+        refused = urllib.request.urlopen(stack.url("/cosine"), timeout=10)  # follows the redirect, as a browser does
+        assert refused.url == stack.url("/login?next=%2Fcosine") and b'name="password"' in refused.read()
+        status, jar, _ = run(sign_in(stack.url("").rstrip("/"), "alice", "correct horse battery"))
+        assert status == 303
+        assert run(page_view(stack.url("/cosine"), jar=jar)).document.roots, "the page and its websocket, signed in"
+        image = json.loads(stack.engine.docker("inspect", container).stdout)[0]["Config"]["Image"]
+        in_image = stack.engine.docker("run", "--rm", "--entrypoint", "ls", image, "-A", "/var/lib/bokeh-stack-auth")
+        assert in_image.stdout.strip() == "", "no users file in the image"
+    finally:
+        nginx_up(stack.env)  # sign-in off again, for the tests after this one
 
 
 def test_down_leaves_nothing_running(stack):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.pageview import page_view
+from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,
     TEST_APPS,
@@ -221,6 +221,26 @@ def test_a_pillar_change_restarts_workers_one_at_a_time(host):
     assert comment.index("restarted bokeh_default_5100") < comment.index("restarted bokeh_default_5101")
     assert run(page_view(host.url("/counter"))).document.roots
     assert host.salt("state.apply").changed == []
+
+
+def test_a_pillar_turns_sign_in_on_with_its_users(host):
+    password = "a long passphrase"  # made by the test, like a private pillar: never in git
+    pillar = yaml.safe_load(host.pillar_file.read_text())
+    pillar["bokeh"]["settings"].update(auth={"mode": "password"}, access={"cosine": {"users": ["alice"]}})
+    pillar["bokeh"]["users"] = {"alice": {"password": password, "groups": ["lab"]}}
+    host.pillar_file.write_text(yaml.safe_dump(pillar))
+    applied = host.salt("state.apply")
+    assert applied.failures == []
+    assert {"bokeh-signin-user-alice", "bokeh-config-applied"} <= set(applied.changed)
+    assert password not in json.dumps(applied.states), "the password is in no state's output"
+    assert http_status(host.url("/cosine")) == 200 and urllib.request.urlopen(host.url("/cosine")).url.endswith(
+        "/login?next=%2Fcosine"
+    ), "signed out: the sign-in page"
+    status, jar, _ = run(sign_in(host.url("").rstrip("/"), "alice", password))
+    assert status == 303
+    assert run(page_view(host.url("/cosine"), jar=jar)).document.roots
+    again = host.salt("state.apply")
+    assert again.failures == [] and again.changed == [], again.changed
 
 
 def test_clean_removes_what_the_formula_installed(host):

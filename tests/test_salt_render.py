@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bokeh_stack import render as rendering
+from bokeh_stack import signin
 from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
 from harness.stack import ROOT, SHIPPED_APPS
@@ -111,3 +112,23 @@ def test_multi_host_pillars(tmp_path):
     assert args[args.index("--allow-websocket-origin") + 1] == "dashboards.example.org"
     supervisord = layout.supervisord_conf.read_text()
     assert "[program:bokeh_default]" in supervisord and "[program:nginx]" not in supervisord
+
+
+def test_a_pillar_with_sign_in_keeps_its_users_passwords_off_command_lines(tmp_path):
+    password = "a long passphrase"
+    states = show_sls(tmp_path, {
+        "role": "balancer",
+        "settings": {"worker_hosts": ["10.0.0.11"], "auth": {"mode": "password", "session_hours": 8},
+                     "access": {"streaming": {"groups": ["lab"]}}, "trusted_proxies": ["10.0.0.0/8"]},
+        "users": {"alice": {"password": password, "groups": ["lab"]}},
+    })  # fmt: skip
+    assert "bokeh-config-secret" in states, "a balancer with sign-in keeps the secret its cookie key comes from"
+    user = states["bokeh-signin-user-alice"]
+    assert arg(user, "stdin") == password and arg(user, "output_loglevel") == "quiet"
+    assert password not in arg(user, "name") and "--group lab" in arg(user, "name")
+    assert "--stateful" in arg(user, "name")
+    layout = rendered_settings(states, tmp_path)
+    assert layout.settings.auth["session_hours"] == 8 and layout.with_signin
+    conf = layout.nginx_site_conf.read_text()
+    assert "set_real_ip_from 10.0.0.0/8;" in conf and "auth_request /_bokeh_stack/signin/check/streaming;" in conf
+    assert f"[program:{signin.PROGRAM}]" in layout.supervisord_conf.read_text()

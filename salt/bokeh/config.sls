@@ -21,9 +21,10 @@ bokeh-config-settings:
     - require:
       - file: bokeh-config-directory
 
-{%- if bokeh.worker %}
+{%- if bokeh.worker or bokeh.signin %}
 
-# One secret signs every worker's session ids: from the pillar, or generated here once; never shown.
+# One secret signs every worker's session ids (and, derived from it, the sign-in cookies): from the pillar, or
+# generated here once; never shown.
 bokeh-config-secret:
   cmd.run:
     - name: {{ stack }} secret --stateful {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
@@ -39,6 +40,25 @@ bokeh-config-secret:
     - require_in:
       - cmd: bokeh-config-applied
 {%- endif %}
+
+{%- for name, user in bokeh.users | dictsort %}
+
+# A user who may sign in (auth.mode password): only its hash is written, and only when the password or the groups
+# differ from what the users file holds.
+bokeh-signin-user-{{ name }}:
+  cmd.run:
+    - name: {{ stack }} users add {{ name | quote }} --password-stdin --stateful{% for group in user.get("groups", []) %} --group {{ group | quote }}{% endfor %} {{ stack_args }}
+    - stateful:
+      - test_name: {{ stack }} users add {{ name | quote }} --password-stdin --stateful --dry-run{% for group in user.get("groups", []) %} --group {{ group | quote }}{% endfor %} {{ stack_args }}
+    - stdin: {{ user.password | json }}
+    - output_loglevel: quiet
+    - require:
+      - cmd: bokeh-venv-package
+      - file: bokeh-config-settings
+      - user: bokeh-user
+    - require_in:
+      - cmd: bokeh-config-applied
+{%- endfor %}
 
 # Renders nginx and supervisord configs from the settings (nginx -t first: a bad config never replaces a good
 # one), then, if the stack runs, applies what changed: nginx reloads, workers restart one at a time.

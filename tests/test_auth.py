@@ -1,0 +1,157 @@
+"""Sign-in and trusted proxies without a stack: the settings, the users file, the sign-in process's pieces, and
+what nginx is told (rendered and passed by nginx -t)."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+import pytest
+from bokeh.document import Document
+
+from bokeh_stack import current_user, signin, users
+from bokeh_stack import render as rendering
+from bokeh_stack.plan import RunPlan
+from bokeh_stack.settings import load
+from harness.stack import SHIPPED_APPS
+from tests.test_settings import problems
+
+
+def settings_problems(**overrides) -> list[str]:
+    return problems(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), **overrides})
+
+
+OIDC = {"mode": "oidc"}
+PASSWORD = {"mode": "password"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"auth": {"mode": "ldap"}}, "auth.mode must be one of none, password, oidc, got 'ldap'"),
+        ({"auth": {"session_hours": 0}}, "auth.session_hours must be positive, got 0"),
+        ({"auth": {"users_file": "users.json"}}, "auth.users_file must be an absolute path"),
+        ({"auth": {"mode": "oidc"}}, "auth.oidc.client_id must be set"),
+        ({"auth": {**OIDC, "oidc": {"issuer": "http://login.example.org"}}}, "auth.oidc.issuer must be the provider's https://"),
+        ({"auth": {**OIDC, "oidc": {"client_secret_file": "/nonexistent/s"}}}, "/nonexistent/s does not exist"),
+        ({"auth": {**OIDC, "oidc": {"scopes": ["profile"]}}}, "auth.oidc.scopes must include openid"),
+        ({"access": {"cosine": {"users": ["alice"]}}}, "access needs sign-in: set auth.mode to password or oidc"),
+        ({"auth": PASSWORD, "access": {"nope": {"users": ["a"]}}}, "access: no app 'nope' in apps_dir"),
+        ({"auth": PASSWORD, "access": {"cosine": {"people": ["a"]}}}, "access.cosine must be a mapping with users"),
+        ({"auth": PASSWORD, "access": {"cosine": {"users": "a"}}}, "access.cosine.users must be a list of names"),
+        ({"trusted_proxies": ["10.0.0.0/40"]}, "trusted_proxies: '10.0.0.0/40' is not an address or network"),
+        ({"session": {"pass_cookies": ["bokeh_stack_signin"]}}, "bokeh_stack_signin is the sign-in cookie"),
+    ],
+)  # fmt: skip
+def test_bad_sign_in_settings_get_a_clear_error(overrides, message):
+    assert any(message in p for p in settings_problems(**overrides)), settings_problems(**overrides)
+
+
+def test_an_empty_environment_variable_is_an_empty_mapping_or_list():
+    base = {"BOKEH_STACK_APPS_DIR": str(SHIPPED_APPS), "BOKEH_STACK_RUNTIME_DIR": "/tmp/unused"}
+    loaded = load(environ={**base, "BOKEH_STACK_ACCESS": "", "BOKEH_STACK_TRUSTED_PROXIES": ""})
+    assert loaded.access == {} and loaded.trusted_proxies == ()
+
+
+def test_the_users_file_holds_hashes_only_mode_0600(tmp_path):
+    path = tmp_path / "users.json"
+    alice = users.make("alice", "correct horse battery", ["lab", "lab", "ops"])
+    users.write(path, {"alice": alice})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "correct horse" not in path.read_text() and "$argon2id$" in path.read_text()
+    [read] = users.read(path).values()
+    assert read.groups == ("lab", "ops")
+    assert users.verify(read, "correct horse battery")
+    assert not users.verify(read, "wrong") and not users.verify(None, "correct horse battery")
+    assert not users.verify(read, "x" * (users.MAX_PASSWORD + 1))
+
+
+@pytest.mark.parametrize(
+    "name, password, message",
+    [("al ice", "long enough", "a user name is"), ("alice", "short", "a password has 8 to 1024 characters")],
+)
+def test_bad_users_are_refused(name, password, message):
+    with pytest.raises(users.UsersError, match=message):
+        users.make(name, password, [])
+
+
+def test_a_users_file_not_written_by_bokeh_stack_is_named(tmp_path):
+    path = tmp_path / "users.json"
+    path.write_text('{"alice": "hunter2"}')
+    with pytest.raises(users.UsersError, match="is not one bokeh-stack wrote"):
+        users.read(path)
+    path.write_text("{")
+    with pytest.raises(users.UsersError, match="cannot read the users file"):
+        users.read(path)
+
+
+def test_failed_sign_ins_are_counted_per_address_for_a_minute_in_bounded_memory():
+    failures = signin.FailedSignins(per_minute=5)
+    for t in range(5):
+        assert failures.retry_after("10.0.0.1", t) == 0
+        failures.record("10.0.0.1", t)
+    assert failures.retry_after("10.0.0.1", 5) == 56 and failures.retry_after("10.0.0.2", 5) == 0
+    assert failures.retry_after("10.0.0.1", 60.5) == 0, "the first failure is a minute old"
+    for i in range(signin.TRACKED_ADDRESSES + 10):
+        failures.record(f"addr-{i}", 100)
+    assert len(failures._failures) == signin.TRACKED_ADDRESSES
+
+
+def test_access_by_user_or_group():
+    access = {"cosine": {"users": ["alice"], "groups": ["lab"]}}
+    assert signin.may_open(access, signin.Identity("alice", ()), "cosine")
+    assert signin.may_open(access, signin.Identity("bob", ("lab",)), "cosine")
+    assert not signin.may_open(access, signin.Identity("carol", ("ops",)), "cosine")
+    assert signin.may_open(access, signin.Identity("carol", ()), "streaming"), "an app not listed: every user"
+
+
+def test_a_cookie_key_differs_from_the_secret_and_per_secret():
+    secret = "s" * 48
+    assert signin.cookie_key(secret) != secret.encode() and signin.cookie_key(secret) != signin.cookie_key("t" * 48)
+
+
+def test_current_user_is_none_without_sign_in():
+    assert current_user(Document()) is None
+
+
+def rendered(tmp_path, **overrides) -> RunPlan:
+    settings = load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path), **overrides})
+    plan = RunPlan(settings)
+    rendering.render_checked(plan)
+    return plan
+
+
+def test_nginx_asks_the_sign_in_process_about_every_page_and_websocket(tmp_path):
+    plan = rendered(tmp_path, prefix="/dash", auth={"mode": "password"}, access={"cosine": {"users": ["alice"]}})
+    conf = plan.nginx_site_conf.read_text()
+    for app in plan.settings.apps:
+        page = re.search(rf"location ~ \^/dash/{app}\(\?:/\.\*\)\?\$ \{{(.*?)\n    \}}", conf, re.S).group(1)
+        ws = re.search(rf"location = /dash/{app}/ws \{{(.*?)\n    \}}", conf, re.S).group(1)
+        for location in (page, ws):
+            assert f"auth_request /_bokeh_stack/signin/check/{app};" in location
+            assert "proxy_set_header X-Bokeh-Stack-User $bokeh_stack_user;" in location
+        assert "error_page 401 = @bokeh_stack_signin_required;" in page and "error_page" not in ws
+    assert "location = /dash/login {" in conf and "location = /dash/logout {" in conf
+    assert f"server unix:{plan.signin_socket};" in conf
+    config = rendering.signin_config(plan, [])
+    assert config["access"] == {"cosine": {"users": ["alice"], "groups": []}} and config["prefix"] == "/dash"
+    assert f"[program:{signin.PROGRAM}]" in plan.supervisord_conf.read_text()
+
+
+def test_without_sign_in_a_client_cannot_name_a_user(tmp_path):
+    plan = rendered(tmp_path)
+    conf = plan.nginx_site_conf.read_text()
+    assert "/_bokeh_stack/signin/" not in conf and 'proxy_set_header X-Bokeh-Stack-User "";' in conf
+    assert "set_real_ip_from" not in conf
+    assert f"[program:{signin.PROGRAM}]" not in plan.supervisord_conf.read_text()
+    assert not plan.signin_file.exists()
+
+
+def test_trusted_proxies_set_the_real_client_in_every_public_server(tmp_path):
+    plan = rendered(tmp_path, trusted_proxies=["10.0.0.0/8", "2001:db8::/32"])
+    conf = plan.nginx_site_conf.read_text()
+    public, ops = conf.split("# The operators' listener")
+    assert public.count("set_real_ip_from 10.0.0.0/8;") == 2 and "set_real_ip_from 2001:db8::/32;" in public
+    assert "real_ip_header X-Forwarded-For;" in public and "real_ip_recursive on;" in public
+    assert "set_real_ip_from" not in ops, "the ops listener's allow list judges the connecting address"
+    assert "    10.0.0.0/8 1;" in conf, "X-Forwarded-Proto is believed from these only"
