@@ -48,12 +48,9 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
         log(f"bokeh-stack: {message}")
 
     replaced: set[str] = set()
+    removed: list[str] = []
     if plan.supervisord_conf in changed:
         [[added, modified, removed]] = sup.reloadConfig()
-        for group in removed:
-            sup.stopProcessGroup(group)
-            sup.removeProcessGroup(group)
-            act(f"removed {group}")
         for group in modified:
             sup.stopProcessGroup(group)
             sup.removeProcessGroup(group)
@@ -76,6 +73,10 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
     if plan.with_nginx and changed & nginx_confs and "nginx" not in replaced:
         sup.signalProcess("nginx", "HUP")
         act("reloaded nginx")
+    for group in removed:  # once nginx no longer sends anything there
+        sup.stopProcessGroup(group)
+        sup.removeProcessGroup(group)
+        act(f"removed {group}")
 
     if plan.with_nginx and plan.ops_file in changed and ops.PROGRAM not in replaced:
         sup.stopProcess(ops.PROGRAM)

@@ -7,6 +7,7 @@ user's name in USER_HEADER, which it overwrites whatever the client sent; the pa
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 USER_HEADER = "X-Bokeh-Stack-User"
@@ -14,9 +15,15 @@ USER_HEADER = "X-Bokeh-Stack-User"
 SIGNIN_COOKIE = "bokeh_stack_signin"
 
 
+def header_value(name: str) -> str:
+    """A user's name as USER_HEADER carries it: percent-encoded (a provider's names may hold any character)."""
+    return urllib.parse.quote(name, safe="@._-+~!*'()")
+
+
 def current_user(doc: Any) -> str | None:
     """The signed-in user's name for this document's session; None without sign-in (or outside a session)."""
     context = getattr(doc, "session_context", None)
     request = getattr(context, "request", None) if context is not None else None
     headers = getattr(request, "headers", None) or {}
-    return headers.get(USER_HEADER) or None
+    value = headers.get(USER_HEADER)
+    return urllib.parse.unquote(value) if value else None

@@ -131,6 +131,8 @@ def say_ready(settings: Settings, how: str) -> None:
     say(f"ready at {public_url(settings)}  ({', '.join(settings.apps)}); {how}")
     if settings.role != "worker":
         say(f"operators: {ops_url(settings)} (the live dashboard; Prometheus scrapes /metrics there)")
+    if settings.role != "worker" and settings.auth["mode"] == "password" and not settings.users_file.exists():
+        say("sign-in is on and nobody can sign in yet: add users with  bokeh-stack users add NAME --password-stdin")
 
 
 def ops_url(settings: Settings) -> str:

@@ -39,7 +39,7 @@ from tornado.netutil import bind_unix_socket
 from tornado.web import Application, HTTPError, RequestHandler, create_signed_value, decode_signed_value
 
 from . import secret, users
-from .identity import SIGNIN_COOKIE, USER_HEADER
+from .identity import SIGNIN_COOKIE, USER_HEADER, header_value
 
 PROGRAM = "bokeh_stack_signin"
 COOKIE = SIGNIN_COOKIE
@@ -319,7 +319,7 @@ class Check(Page):
             raise HTTPError(401)
         if app and not may_open(self.gate.config.access, identity, app):
             raise HTTPError(403)
-        self.set_header(USER_HEADER, identity.name)
+        self.set_header(USER_HEADER, header_value(identity.name))
         self.set_status(204)
 
 

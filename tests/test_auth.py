@@ -9,7 +9,7 @@ import stat
 import pytest
 from bokeh.document import Document
 
-from bokeh_stack import current_user, signin, users
+from bokeh_stack import current_user, identity, signin, users
 from bokeh_stack import render as rendering
 from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
@@ -110,8 +110,18 @@ def test_a_cookie_key_differs_from_the_secret_and_per_secret():
     assert signin.cookie_key(secret) != secret.encode() and signin.cookie_key(secret) != signin.cookie_key("t" * 48)
 
 
-def test_current_user_is_none_without_sign_in():
+def test_current_user_is_none_without_sign_in_and_any_name_with_it():
     assert current_user(Document()) is None
+    name = "José Müller\nX-Evil: 1"  # an OIDC provider's name may hold anything; a header may not
+    value = identity.header_value(name)
+    assert value.isascii() and "\n" not in value and " " not in value
+
+    class Signed:
+        session_context = type(
+            "Context", (), {"request": type("Request", (), {"headers": {identity.USER_HEADER: value}})}
+        )
+
+    assert current_user(Signed()) == name
 
 
 def rendered(tmp_path, **overrides) -> RunPlan:

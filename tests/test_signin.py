@@ -14,6 +14,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import yaml
 from bokeh.util.token import get_token_payload
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.web import create_signed_value
@@ -22,7 +23,7 @@ from tornado.websocket import websocket_connect
 from bokeh_stack import signin
 from bokeh_stack.identity import USER_HEADER
 from harness.pageview import _TOKEN, CookieJar, page_view, sign_in, websocket_url
-from harness.stack import run, start_stack
+from harness.stack import run, start_stack, wait_for
 from tests.test_stack import SHIPPED_APPS
 
 pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("nginx_available")]
@@ -242,3 +243,32 @@ def test_the_sign_in_page_names_no_credential_and_expires_an_old_form(stack):
         headers={"X-Forwarded-For": "10.5.0.1", "Cookie": f"{signin.CSRF_COOKIE}=other"},
     )  # fmt: skip
     assert stale.code == 400 and b"expired" in stale.body
+
+
+def test_apply_turns_sign_in_on_and_changes_who_may_open_what_on_a_running_stack(stacks):
+    running = stacks(SHIPPED_APPS, workers=1)
+    assert fetch(running.url("/cosine")).code == 200
+
+    def apply(**changes) -> str:
+        settings = yaml.safe_load(running.settings_file.read_text())
+        running.settings_file.write_text(yaml.safe_dump({**settings, **changes}))
+        done = subprocess.run(
+            [sys.executable, "-m", "bokeh_stack", "apply", "--settings", str(running.settings_file)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    said = apply(auth={"mode": "password"})
+    assert f"started {signin.PROGRAM}" in said and "reloaded nginx" in said and "restarted bokeh_default" not in said
+    assert fetch(running.url("/cosine")).code == 303
+    assert users(running, "add", "alice", "--password-stdin", stdin=PASSWORDS["alice"] + "\n").returncode == 0
+    jar = signed_in(running, "alice")
+    assert fetch(running.url("/cosine"), jar).code == 200
+    pid = running.rpc().getProcessInfo(signin.PROGRAM)["pid"]
+
+    said = apply(auth={"mode": "password"}, access={"cosine": {"users": ["bob"]}})
+    assert "the sign-in process read its new settings" in said
+    wait_for(lambda: fetch(running.url("/cosine"), jar).code == 403, 10, "the new access rules to hold")
+    assert running.rpc().getProcessInfo(signin.PROGRAM)["pid"] == pid, "no restart: signed-in users stay signed in"
+    assert fetch(running.url("/random_walk"), jar).code == 200
