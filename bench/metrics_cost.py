@@ -24,8 +24,13 @@ class MetricsCost:
     scrape_ms: list[float] = field(default_factory=list)
 
     def ratio(self, measured: dict[bool, list[float]]) -> float | None:
-        on, off = statistics.mean(measured[True] or [0]), statistics.mean(measured[False] or [0])
-        return on / off if off else None
+        return on_off_ratio(measured)
+
+
+def on_off_ratio(measured: dict[bool, list[float]]) -> float | None:
+    """The mean of the rounds with a feature on over the mean of those with it off (None without both)."""
+    on, off = statistics.mean(measured[True] or [0]), statistics.mean(measured[False] or [0])
+    return on / off if off else None
 
 
 def metrics_cost(

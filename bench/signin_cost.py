@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.metrics_cost import on_off_ratio
 from bench.pageviews import page_views
 from bench.setups import started
 from bokeh_stack import signin
@@ -59,16 +60,11 @@ async def signed_in_cookie(base_url: str) -> str:
     return f"{signin.COOKIE}={jar.cookies[signin.COOKIE]}"
 
 
-def ratio(measured: dict[bool, list[float]]) -> float | None:
-    on, off = statistics.mean(measured[True] or [0]), statistics.mean(measured[False] or [0])
-    return on / off if off else None
-
-
 def markdown(cost: SigninCost) -> str:
     def cells(values: list[float]) -> str:
         return ", ".join(f"{v:.1f}" for v in values)
 
-    per_s = ratio(cost.per_s)
+    per_s = on_off_ratio(cost.per_s)
     delta = statistics.mean(cost.p50_ms[True] or [0]) - statistics.mean(cost.p50_ms[False] or [0])
     return "\n".join([
         f"Sign-in on vs off (setting `auth.mode`), bokeh-stack, {cost.rounds} round(s) alternating:",
@@ -82,7 +78,7 @@ def markdown(cost: SigninCost) -> str:
 
 
 def targets(cost: SigninCost) -> list[tuple[str, str, bool | None]]:
-    value = ratio(cost.per_s)
+    value = on_off_ratio(cost.per_s)
     return (
         [] if value is None else [("sign-in cost: page views/s signed in / none ≥ 0.9", f"{value:.3f}", value >= 0.9)]
     )

@@ -137,11 +137,11 @@ FIXES = (
         (
             Expect("bokeh.server.tornado:BokehTornado.applications"),
             Expect("bokeh.application.application:Application.process_request", params=("request",)),
-            Expect("bokeh.server.views.session_handler:SessionHandler.get_session", uses=("process_request",)),
-            Expect(f"{WS}.open", uses=("_token", "get_token_payload", "close")),
             Expect(
-                "bokeh.server.views.session_handler:SessionHandler.get_session", uses=("include_headers", "headers")
+                "bokeh.server.views.session_handler:SessionHandler.get_session",
+                uses=("process_request", "include_headers", "headers"),
             ),
+            Expect(f"{WS}.open", uses=("_token", "get_token_payload", "close")),
             Expect(f"{WS}.__init__", uses=("application_context",)),
             Expect("bokeh.util.token:get_token_payload"),
             Expect("bokeh.protocol.exceptions:ProtocolError"),
