@@ -418,6 +418,9 @@ class Login(Page):
 
 
 class Callback(Login):
+    async def post(self) -> None:
+        raise HTTPError(405)
+
     async def get(self) -> None:
         provider = self.gate.provider
         if provider is None:
