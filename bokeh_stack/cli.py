@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_flags(argument_default: Any = None) -> argparse.ArgumentParser:
+    """The flags every command takes. A sub-subcommand (`users add`) takes them again with SUPPRESS as their
+    default, so that one given before it (`users --runtime-dir DIR add`) is not overwritten by a default."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argument_default)
     common.add_argument("--settings", metavar="FILE", help="settings file (YAML); default: $BOKEH_STACK_SETTINGS")
     common.add_argument("--apps", metavar="DIR", dest="apps_dir", help="directory of Bokeh directory-apps")
     common.add_argument("--workers", type=int, metavar="N", help="workers of the default pool")
@@ -63,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--user", help=f"when root: run the workers and nginx's worker processes as this user (default {SERVICE_USER})"
     )
+    return common
 
+
+def _parser() -> argparse.ArgumentParser:
+    common, again = _common_flags(), _common_flags(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="bokeh-stack", description=__doc__)
     parser.add_argument("--version", action=_Version, help="show bokeh-stack's and Bokeh's versions and exit")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -107,16 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("--dry-run", action="store_true", help="only say whether it would change")
     people = command("users", cmd_users, "manage who may sign in (settings auth.mode password): add, remove, list")
     action = people.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = action.add_parser("add", parents=[common], help="add a user, or set a user's password and groups")
+    add = action.add_parser("add", parents=[again], help="add a user, or set a user's password and groups")
     add.add_argument("name")
     add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
     add.add_argument("--group", action="append", default=[], dest="groups", help="a group for settings access")
-    remove = action.add_parser("remove", parents=[common], help="remove a user (signed out at once)")
+    remove = action.add_parser("remove", parents=[again], help="remove a user (signed out at once)")
     remove.add_argument("name")
     for changing in (add, remove):
         changing.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
         changing.add_argument("--dry-run", action="store_true", help="only say whether it would change")
-    action.add_parser("list", parents=[common], help="every user and their groups")
+    action.add_parser("list", parents=[again], help="every user and their groups")
     plan = command("plan", cmd_plan, "print where every file of the stack is (the run plan)")
     plan.add_argument("--json", action="store_true", help="as JSON")
     return parser

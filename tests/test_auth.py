@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
+import sys
 
 import pytest
 from bokeh.document import Document
@@ -165,3 +167,23 @@ def test_trusted_proxies_set_the_real_client_in_every_public_server(tmp_path):
     assert "real_ip_header X-Forwarded-For;" in public and "real_ip_recursive on;" in public
     assert "set_real_ip_from" not in ops, "the ops listener's allow list judges the connecting address"
     assert "    10.0.0.0/8 1;" in conf, "X-Forwarded-Proto is believed from these only"
+
+
+def test_users_commands_take_the_common_flags_before_or_after_the_action(tmp_path):
+    def users_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bokeh_stack", "users", *args], input=stdin, text=True,
+                              capture_output=True, timeout=60)  # fmt: skip
+
+    run_dir = str(tmp_path / "run")
+    added = users_cli(
+        "add", "alice", "--password-stdin", "--group", "lab", "--runtime-dir", run_dir, stdin="a long one\n"
+    )
+    assert added.returncode == 0 and "user alice added" in added.stdout, added.stderr
+    assert "auth.mode is none" in added.stderr, "a note that nobody signs in yet"
+    assert users_cli("--runtime-dir", run_dir, "list").stdout == "alice  groups: lab\n"
+    again = users_cli("add", "alice", "--password-stdin", "--group", "lab", "--stateful", "--runtime-dir", run_dir,
+                      stdin="a long one\n")  # fmt: skip
+    assert again.stdout.startswith("changed=no"), "the same password and groups: nothing to write"
+    short = users_cli("add", "bob", "--password-stdin", "--runtime-dir", run_dir, stdin="short\n")
+    assert short.returncode == 1 and "a password has 8 to 1024 characters" in short.stderr
+    assert users_cli("remove", "carol", "--runtime-dir", run_dir).returncode == 1

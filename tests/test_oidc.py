@@ -63,7 +63,11 @@ def provider(tmp_path):
         yield issuer, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def register(issuer: str, redirect_uri: str) -> dict:
