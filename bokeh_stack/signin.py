@@ -395,7 +395,7 @@ class Login(Page):
         self.signed_in_as(Identity(user.name, user.groups), target)
 
     def signed_in_as(self, identity: Identity, target: str) -> None:
-        log.info("%s signed in from %s", identity.name, self.client)
+        log.info("%r signed in from %s", identity.name[:LOGGED_NAME_CHARS], self.client)
         self.own_cookie(COOKIE, self.gate.cookie(identity), self.gate.config.session_hours * 3600)
         self.redirect(target, status=303)
 

@@ -110,7 +110,7 @@ def test_sign_in_with_openid_connect_in_chromium(stacks, provider, tmp_path):
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(authorize[0]).query)
             assert query["code_challenge_method"] == ["S256"] and len(query["code_challenge"][0]) == 43
             assert query["redirect_uri"] == [f"{base}/login/callback"] and "nonce" in query
-            assert not any("code_verifier" in url for url in authorize), "the verifier never goes via the browser"
+            assert not any("code_verifier" in url for url in authorize), "the verifier is in no URL"
             assert "PKCE verified (S256)" in provider_log.read_text()
 
             [cookie] = [c for c in context.cookies() if c["name"] == signin.COOKIE]
