@@ -127,7 +127,9 @@ def get_status(
     try:
         conn.request("GET", path, headers=headers or {})
         return conn.getresponse().status
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # Not an HTTP answer is no answer: e.g. a TCP connection to a port nobody listens on yet, in the
+        # ephemeral range, can connect to itself and read back its own request.
         return None
     finally:
         conn.close()

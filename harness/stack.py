@@ -53,10 +53,19 @@ def port_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
+def ephemeral_ports_start() -> int:
+    """Where the kernel's ephemeral ports begin: ports for servers are taken below it (a client connecting to a
+    port of that range that nobody listens on yet can connect to itself)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive free loopback ports."""
+    """The first of `count` consecutive free loopback ports, below the ephemeral range."""
     for _ in range(200):
-        start = random.randrange(20000, 45000)
+        start = random.randrange(10000, max(ephemeral_ports_start() - count, 10001))
         if all(port_free(p) for p in range(start, start + count)):
             return start
     raise RuntimeError("no block of free ports")

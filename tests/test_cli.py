@@ -262,3 +262,23 @@ def test_dev_mode_restarts_the_workers_when_an_app_is_saved(stacks, tmp_path):
     main.write_text(main.read_text().replace('doc.title = "Counter"', 'doc.title = "Counter, saved"'))
     wait_for(lambda: "(app code changed: counter)" in stack.log(), 60, "the dev mode to restart the worker")
     assert run(page_view(stack.url("/counter"))).document.title == "Counter, saved"
+
+
+def test_a_probe_takes_only_an_http_answer_for_an_answer():
+    """A TCP connection to a port nobody listens on yet can, in the ephemeral range, connect to itself and read its
+    own request back: that, like any answer that is not HTTP, is no answer (it stopped a readiness wait once)."""
+    from bokeh_stack import supervision
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def echo() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        import threading
+
+        threading.Thread(target=echo, daemon=True).start()
+        assert supervision.get_status("127.0.0.1", listener.getsockname()[1], "/", timeout=5) is None
