@@ -4,6 +4,7 @@ it changes. Never a password in plain text; the file is 0600, its owner the user
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,8 +18,13 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 _hasher = PasswordHasher()
-# Checked against when the name is unknown, so that a wrong name takes as long as a wrong password.
-_NOBODY_HASH = _hasher.hash("no user has this password")
+
+
+@functools.cache
+def _nobody_hash() -> str:
+    """Checked against when the name is unknown, so that a wrong name takes as long as a wrong password. Made on
+    first use: an Argon2 hash takes ~0.1 s, which every bokeh-stack command would otherwise pay at import."""
+    return _hasher.hash("no user has this password")
 
 
 class UsersError(ValueError):
@@ -85,6 +91,6 @@ def verify(user: User | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD:
         return False
     try:
-        return _hasher.verify(user.password_hash if user else _NOBODY_HASH, password) and user is not None
+        return _hasher.verify(user.password_hash if user else _nobody_hash(), password) and user is not None
     except (VerificationError, InvalidHashError):
         return False

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import fixes
 
-# The line a worker logs once it listens (Bokeh names its URLs only on a TCP port): `apply` and the tests read it.
+# The line a worker logs once it listens (Bokeh names its URLs only on a TCP port): the tests read it.
 LISTENING = "bokeh-stack worker listening on"
 USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT"
 FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
