@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from bokeh_stack import supervision
 from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
 
-from .pageview import PageView, page_view
+from .pageview import CookieJar, PageView, page_view
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_APPS = ROOT / "apps"
@@ -208,6 +209,18 @@ def start_stack(
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
+
+
+def fetch(url: str, jar: CookieJar | None = None, **kwargs: Any) -> HTTPResponse:
+    """One HTTP request as it is answered (redirects not followed, HTTP errors as responses; OSError if nothing
+    listens), with the jar's cookies if given; kwargs as tornado's HTTPRequest takes them (method, body, headers)."""
+    headers = {**kwargs.pop("headers", {}), **({"Cookie": jar.header()} if jar and jar.cookies else {})}
+    request = HTTPRequest(url, headers=headers, follow_redirects=False, **kwargs)
+
+    async def get() -> HTTPResponse:
+        return await AsyncHTTPClient().fetch(request, raise_error=False)
+
+    return run(get())
 
 
 async def page_views(urls: list[str], concurrency: int = 1, **kwargs: Any) -> list[PageView]:

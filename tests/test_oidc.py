@@ -9,15 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bokeh_stack import signin
-from harness.stack import free_ports, wait_for
+from harness.stack import fetch, free_ports, wait_for
 from tests.test_browser import CHROMIUM_ARGS, DOCUMENT_READY
 from tests.test_stack import SHIPPED_APPS
 
@@ -28,24 +26,18 @@ PROVIDER = Path(__file__).parent / "oidc" / "provider.py"
 DANA = {"sub": "d-4711", "preferred_username": "dana", "groups": ["lab"]}
 
 
-class NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
 def request(url: str, data: dict | None = None, headers: dict | None = None, json_body: dict | None = None):
-    """(status, headers, body) without following redirects."""
-    body = json.dumps(json_body).encode() if json_body is not None else None
-    if data is not None:
-        body = urllib.parse.urlencode(data).encode()
-    headers = {**(headers or {}), **({"Content-Type": "application/json"} if json_body is not None else {})}
+    """(status, headers, body) of a GET, or a POST of a form (data) or of JSON, without following redirects."""
     try:
-        with urllib.request.build_opener(NoRedirects).open(urllib.request.Request(url, body, headers), timeout=10) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-    except urllib.error.URLError:
+        if json_body is None and data is None:
+            answer = fetch(url, headers=headers or {})
+        else:
+            kind = "application/json" if json_body is not None else "application/x-www-form-urlencoded"
+            body = json.dumps(json_body) if json_body is not None else urllib.parse.urlencode(data)
+            answer = fetch(url, method="POST", body=body, headers={**(headers or {}), "Content-Type": kind})
+    except OSError:
         return 0, {}, b""  # not listening (yet)
+    return answer.code, answer.headers, answer.body
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from bokeh.util.token import get_token_payload
 
 from harness.pageview import _TOKEN
-from tests.test_signin import fetch
+from harness.stack import fetch
 from tests.test_stack import SHIPPED_APPS
 
 pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("nginx_available")]

@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 from bokeh.util.token import get_token_payload
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.web import create_signed_value
 from tornado.websocket import websocket_connect
 
 from bokeh_stack import signin
 from bokeh_stack.identity import USER_HEADER
 from harness.pageview import _TOKEN, CookieJar, page_view, sign_in, websocket_url
-from harness.stack import run, start_stack, wait_for
+from harness.stack import fetch, run, start_stack, wait_for
 from tests.test_stack import SHIPPED_APPS
 
 pytestmark = [pytest.mark.stack, pytest.mark.usefixtures("nginx_available")]
@@ -55,16 +55,6 @@ def stack(tmp_path_factory):
         yield running
     finally:
         running.stop()
-
-
-def fetch(url: str, jar: CookieJar | None = None, **kwargs):
-    headers = {**kwargs.pop("headers", {}), **({"Cookie": jar.header()} if jar and jar.cookies else {})}
-    request = HTTPRequest(url, headers=headers, follow_redirects=False, **kwargs)
-
-    async def get():
-        return await AsyncHTTPClient().fetch(request, raise_error=False)
-
-    return run(get())
 
 
 def connect_ws(request, token: str):
