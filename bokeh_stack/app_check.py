@@ -1,5 +1,6 @@
-"""Check that an app builds its document: `python -m bokeh_stack.app_check DIR` runs one app's code, the way a
-worker does for a new session, and exits non-zero with the app's own error if it fails."""
+"""Check that an app builds its document: `python -m bokeh_stack.app_check [--python-path DIR]... SOURCE` runs
+one app's code (a directory, script or notebook path, or a function app's `module:function`), the way a worker
+does for a new session, and exits non-zero with the app's own error if it fails."""
 
 from __future__ import annotations
 
@@ -10,22 +11,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import privileges
+from .settings import Settings
 
 
-def check_apps(
-    apps_dir: Path, apps: list[str], user: str | None = None, timeout: float = 60.0
-) -> dict[str, str | None]:
+def check_apps(settings: Settings, user: str | None = None, timeout: float = 60.0) -> dict[str, str | None]:
     """app name -> None if it built a document, else what went wrong. Each app runs in its own process, as `user`
-    if given (started as root: the workers' user, never root unless allowed)."""
+    if given (started as root: the workers' user, never root unless allowed), with the workers' python_path."""
+    python_path = [arg for path in settings.python_path for arg in ("--python-path", str(path))]
 
     def one(app: str) -> str | None:
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "bokeh_stack.app_check", str(apps_dir / app)],
+                [sys.executable, "-m", "bokeh_stack.app_check", *python_path, settings.sources[app].serves],
                 capture_output=True,
                 text=True,
                 timeout=timeout,
-                cwd=apps_dir,
+                cwd=settings.apps_dir,
                 **privileges.become(user),
             )
         except subprocess.TimeoutExpired:
@@ -34,14 +35,23 @@ def check_apps(
             return None
         return (result.stdout.strip() or result.stderr.strip()[-2000:]) or f"exited with {result.returncode}"
 
+    apps = list(settings.apps)
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(apps, pool.map(one, apps), strict=True))
 
 
-def _build(path: str) -> int:
+def _build(argv: list[str]) -> int:
     from bokeh.command.util import build_single_handler_application
 
-    app = build_single_handler_application(path)
+    from . import function_apps
+    from .worker import split_options
+
+    python_path, _, (source,) = split_options(argv)
+    sys.path[:0] = python_path
+    if Path(source).exists():
+        app = build_single_handler_application(source)
+    else:
+        app = function_apps.application(source)
     doc = app.create_document()
     failed = [h for h in app.handlers if getattr(h, "failed", False)]
     if failed:
@@ -52,4 +62,4 @@ def _build(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_build(sys.argv[1]))
+    sys.exit(_build(sys.argv[1:]))

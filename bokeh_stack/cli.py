@@ -46,7 +46,9 @@ def _common_flags(argument_default: Any = None) -> argparse.ArgumentParser:
     default, so that one given before it (`users --runtime-dir DIR add`) is not overwritten by a default."""
     common = argparse.ArgumentParser(add_help=False, argument_default=argument_default)
     common.add_argument("--settings", metavar="FILE", help="settings file (YAML); default: $BOKEH_STACK_SETTINGS")
-    common.add_argument("--apps", metavar="DIR", dest="apps_dir", help="directory of Bokeh directory-apps")
+    common.add_argument(
+        "--apps", metavar="DIR", dest="apps_dir", help="directory of Bokeh apps (NAME/, NAME.py, NAME.ipynb)"
+    )
     common.add_argument("--workers", type=int, metavar="N", help="workers of the default pool")
     common.add_argument("--port", type=int, metavar="P", help="port nginx listens on")
     common.add_argument(
@@ -216,7 +218,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"settings: ok ({len(settings.apps)} apps in {pools} pool(s), {workers} workers)")
     privileges.check(plan, lambda line: print(f"bokeh-stack: {line}"))
     failed = 0
-    for app, error in check_apps(settings.apps_dir, list(settings.apps), plan.app_user).items():
+    for app, error in check_apps(settings, plan.app_user).items():
         if error:
             failed += 1
             print(f"app {app}: FAILED\n" + "\n".join(f"    {line}" for line in error.splitlines()))

@@ -59,10 +59,11 @@ def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
 
 def needed_paths(plan: RunPlan) -> list[Path]:
     """What the workers' user must read: this Python (the interpreter, its environment and its standard library),
-    the apps and the runtime dir (worker arguments, sockets, static files); with sign-in, what the sign-in process
-    reads (the users file, the OIDC client secret)."""
+    the apps, the python_path and the runtime dir (worker arguments, sockets, static files); with sign-in, what the
+    sign-in process reads (the users file, the OIDC client secret)."""
     python = Path(os.path.realpath(plan.python))
-    paths = [python, Path(sys.prefix), Path(sys.base_prefix), plan.settings.apps_dir, plan.run_dir]
+    paths = [python, Path(sys.prefix), Path(sys.base_prefix), plan.settings.apps_dir, *plan.settings.python_path]
+    paths.append(plan.run_dir)
     auth = plan.settings.auth
     if plan.with_signin and auth["mode"] == "oidc":
         paths.append(Path(auth["oidc"]["client_secret_file"]))

@@ -60,13 +60,14 @@ def context(plan: RunPlan) -> dict[str, Any]:
     from bokeh import __version__ as bokeh_version
 
     s = plan.settings
-    apps = {app: app_info(s.apps_dir, app) for app in s.apps}
+    apps = {app: app_info(s.sources[app], s.python_path) for app in s.apps}
     pools = [
         {
             "name": pool.name,
             "program": pool.program,
             "probe": f"{pool.program}_probe",
             "apps": pool.apps,
+            "sources": [s.sources[app] for app in pool.apps],
             "workers": pool.workers,
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),

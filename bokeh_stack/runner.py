@@ -201,7 +201,7 @@ class BrokenApps:
 
     def _check(self) -> None:
         settings = self.plan.settings
-        results = check_apps(settings.apps_dir, list(settings.apps), self.plan.app_user)
+        results = check_apps(settings, self.plan.app_user)
         self.failures = {app: error for app, error in results.items() if error}
 
     def report(self) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import os
 import re
@@ -40,6 +41,9 @@ RESERVED_APP_NAMES = {"static", "healthz"}
 _HOST = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$")
 _ORIGIN = re.compile(r"^(?P<host>[^:\s/]+|\[[0-9A-Fa-f:.]+\])(:(?P<port>\d{1,5}))?$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# What apps_dir may hold, by suffix (a directory has none): each is served at /NAME.
+APP_FILE_SUFFIXES = (".py", ".ipynb")
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
@@ -84,12 +88,35 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class AppSource:
+    """Where an app's code is: a directory, a script or a notebook in apps_dir (`path`), or a function of an
+    importable module, `package.module:function` (setting function_apps)."""
+
+    name: str
+    path: Path | None = None
+    function: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.function:
+            return "function"
+        return {".py": "script", ".ipynb": "notebook"}.get(self.path.suffix, "directory")
+
+    @property
+    def serves(self) -> str:
+        """What a worker is given to serve it: the path, or the function's `module:function`."""
+        return self.function or str(self.path)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated settings. Every field but `pools` is the setting of the same name in defaults.yaml (its
     default and its documentation are there; a test holds the two to the same names), lists as tuples and paths
     resolved; `pools` holds the default pool and every named one."""
 
     apps_dir: Path
+    function_apps: Mapping[str, str]
+    python_path: tuple[Path, ...]
     runtime_dir: Path
     role: str
     user: str
@@ -121,7 +148,9 @@ class Settings:
     ops: Mapping[str, Any]
     worker_fixes: bool
     worker_fix_mismatch: str
-    # Not a setting: what these settings were made of, for write_record (the file, the environment, the flags).
+    # Not settings: every app's code, by name (apps_dir and function_apps) ...
+    sources: Mapping[str, AppSource] = field(default_factory=dict)
+    # ... and what these settings were made of, for write_record (the file, the environment, the flags).
     record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -162,17 +191,20 @@ def load_defaults() -> dict[str, Any]:
     return yaml.safe_load(DEFAULTS_FILE.read_text())
 
 
-def discover_apps(apps_dir: Path) -> list[str]:
-    """Names of the directory-format Bokeh apps in apps_dir: subdirectories with a main.py or main.ipynb."""
+def discover_apps(apps_dir: Path) -> list[AppSource]:
+    """The Bokeh apps in apps_dir, as `bokeh serve` takes them: subdirectories with a main.py or main.ipynb, and
+    .py and .ipynb files; by name (two may share one: `a/` and `a.py`, reported by the check)."""
     if not apps_dir.is_dir():
         return []
-    return sorted(
-        d.name
-        for d in apps_dir.iterdir()
-        if d.is_dir()
-        and not d.name.startswith((".", "_"))
-        and ((d / "main.py").is_file() or (d / "main.ipynb").is_file())
-    )
+    found = []
+    for entry in sorted(apps_dir.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.is_dir() and ((entry / "main.py").is_file() or (entry / "main.ipynb").is_file()):
+            found.append(AppSource(entry.name, entry))
+        elif entry.is_file() and entry.suffix in APP_FILE_SUFFIXES:
+            found.append(AppSource(entry.stem, entry))
+    return found
 
 
 def load(
@@ -337,8 +369,8 @@ def _check_known_keys(layer: Mapping, schema: Mapping, source: str, problems: li
             )
         elif key == "pools":
             _check_pool_keys(value, source, problems)
-        elif key == "access":
-            continue  # keyed by app: _check_access
+        elif key in ("access", "function_apps"):
+            continue  # keyed by app: _check_access, _check_function_apps
         elif isinstance(schema[key], dict) and isinstance(value, dict):
             _check_known_keys(value, schema[key], source, problems, prefix=f"{dotted}.")
 
@@ -426,7 +458,9 @@ def _build(
         if raw[key] < 0:
             problems.append(f"{key} must be 0 (off) or positive, got {raw[key]}")
 
-    apps = _check_apps(paths["apps_dir"], problems)
+    sources = _check_apps(paths["apps_dir"], raw["function_apps"], raw["role"], problems)
+    python_path = _check_python_path(raw["python_path"], raw["role"], problems)
+    apps = list(sources)
     pools = _build_pools(raw, apps, problems)
     access = _check_access(raw["access"], raw["auth"]["mode"], apps, problems)
     tls_on = bool(raw["tls"]["certificate"])
@@ -449,8 +483,11 @@ def _build(
     values["ops"] = {**raw["ops"], "allow": tuple(raw["ops"]["allow"])}
     values["auth"] = {**raw["auth"], "oidc": {**raw["auth"]["oidc"], "scopes": tuple(raw["auth"]["oidc"]["scopes"])}}
     values["access"] = access
+    values["function_apps"] = {app: source.function for app, source in sources.items() if source.function}
     values.update(
         apps_dir=paths["apps_dir"],
+        python_path=python_path,
+        sources=sources,
         runtime_dir=runtime_dir,
         log_dir=log_dir,
         secret_file=secret_file,
@@ -578,7 +615,7 @@ def _check_types(raw: Mapping, schema: Mapping, problems: list[str], prefix: str
             problems.append(f"{dotted} must be {_type_name(kind)}, got {value!r}")
         elif kind is list and not all(isinstance(item, str) for item in value):
             problems.append(f"{dotted} must be a list of strings, got {value!r}")
-        elif kind is dict and key not in ("pools", "access"):
+        elif kind is dict and key not in ("pools", "access", "function_apps"):
             _check_types(value, default, problems, prefix=f"{dotted}.")
 
 
@@ -607,19 +644,56 @@ def _check_port(value: int, key: str, problems: list[str]) -> None:
         problems.append(f"{key} must be a port number from 1 to 65535, got {value}")
 
 
-def _check_apps(apps_dir: Path, problems: list[str]) -> list[str]:
+def _check_apps(
+    apps_dir: Path, function_apps: Mapping[str, Any], role: str, problems: list[str]
+) -> dict[str, AppSource]:
+    """Every app by name, from apps_dir and function_apps, each name once and fit to be a URL path."""
     if not apps_dir.is_dir():
-        problems.append(f"apps_dir {apps_dir} is not a directory")
-        return []
-    apps = discover_apps(apps_dir)
-    if not apps:
-        problems.append(f"apps_dir {apps_dir} holds no Bokeh app (a subdirectory with a main.py)")
-    for app in apps:
-        if not _APP_NAME.match(app):
-            problems.append(f"app directory {app!r} cannot be a URL path: use letters, digits, '-' and '_'")
-        elif app in RESERVED_APP_NAMES:
-            problems.append(f"app directory {app!r} clashes with the stack's own /{app}/ path: rename it")
-    return apps
+        problems.append(f"apps_dir {apps_dir} is not a directory (it may be empty when function_apps are set)")
+        return {}
+    found = discover_apps(apps_dir)
+    for route, function in function_apps.items():
+        name = str(route).removeprefix("/")
+        if not isinstance(function, str) or not _FUNCTION.match(function):
+            problems.append(f"function_apps.{route} must be 'package.module:function', got {function!r}")
+        elif name:
+            found.append(AppSource(name, function=function))
+        if not name or "/" in name:
+            problems.append(f"function_apps: route {route!r} must be one name, served at /NAME (/ is the index)")
+    if not found:
+        problems.append(
+            f"apps_dir {apps_dir} holds no Bokeh app (a subdirectory with a main.py, or a .py or .ipynb file), "
+            "and function_apps names none"
+        )
+    sources: dict[str, AppSource] = {}
+    for source in found:
+        if source.function:
+            what = f"function app {source.name!r}"
+        else:
+            what = f"app {'directory ' if source.kind == 'directory' else ''}{source.path.name!r}"
+        if not _APP_NAME.match(source.name):
+            problems.append(f"{what} cannot be a URL path: use letters, digits, '-' and '_'")
+        elif source.name in RESERVED_APP_NAMES:
+            problems.append(f"{what} clashes with the stack's own /{source.name}/ path: rename it")
+        elif source.name in sources:
+            other = sources[source.name]
+            first = f"function_apps.{other.name}" if other.function else other.path.name
+            problems.append(f"{what} and {first} would both be /{source.name}: rename one")
+        else:
+            sources[source.name] = source
+    notebooks = [s.path.name for s in sources.values() if s.kind == "notebook"]
+    if notebooks and role != "balancer" and importlib.util.find_spec("nbconvert") is None:
+        problems.append(f"notebook apps ({', '.join(notebooks)}) need nbconvert: pip install 'bokeh-stack[notebooks]'")
+    return dict(sorted(sources.items()))
+
+
+def _check_python_path(entries: list[str], role: str, problems: list[str]) -> tuple[Path, ...]:
+    for entry in entries:
+        if not entry.startswith("/") or set(entry) & _UNSAFE_PATH_CHARS:
+            problems.append(f"python_path: {entry!r} must be an absolute path without quotes or $")
+        elif role != "balancer" and not Path(entry).is_dir():
+            problems.append(f"python_path: {entry} is not a directory")
+    return tuple(Path(entry) for entry in entries)
 
 
 def _build_pools(raw: Mapping[str, Any], apps: list[str], problems: list[str]) -> list[Pool]:

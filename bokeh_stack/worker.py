@@ -1,7 +1,9 @@
 """A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT`
 runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port}
 replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py, bokeh_stack/hardening.py) and its metrics
-(bokeh_stack/worker_metrics.py) checked and applied first."""
+(bokeh_stack/worker_metrics.py) checked and applied first. ARGS_FILE starts with the worker's own options, before
+Bokeh's `serve`: `--python-path DIR` (put first on the import path) and `--function-app ROUTE=module:function`
+(bokeh_stack/function_apps.py), each as often as needed."""
 
 from __future__ import annotations
 
@@ -14,11 +16,54 @@ from . import fixes
 LISTENING = "bokeh-stack worker listening on"
 USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT"
 FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
+# What serve_function_apps assumes of Bokeh's serve command.
+SERVE_EXPECTS = (
+    fixes.Expect(
+        "bokeh.command.subcommands.serve:Serve.invoke", uses=("customize_applications", "files", "Application")
+    ),
+    fixes.Expect("bokeh.command.subcommands.serve:Serve.customize_applications", params=("args", "applications")),
+)
 
 
 def read_args(args_file: str, port: str) -> list[str]:
     with open(args_file) as f:
         return [line.replace("{port}", port) for line in f.read().splitlines() if line and not line.startswith("#")]
+
+
+def split_options(args: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """The worker's own options before `serve` (python path entries, function apps by route), and Bokeh's."""
+    python_path: list[str] = []
+    function_apps: dict[str, str] = {}
+    while args and args[0] in ("--python-path", "--function-app") and len(args) > 1:
+        option, value, args = args[0], args[1], args[2:]
+        if option == "--python-path":
+            python_path.append(value)
+        else:
+            from .function_apps import parse
+
+            route, function = parse(value)
+            function_apps[route] = function
+    return python_path, function_apps, args
+
+
+def serve_function_apps(function_apps: dict[str, str]) -> None:
+    """Add each function app to what `bokeh serve` serves, through Serve.customize_applications (the hook Bokeh's
+    serve command offers for it). Given no app file, Bokeh serves an empty app at /: left out then."""
+    from bokeh.command.subcommands.serve import Serve
+
+    from . import function_apps as functions
+
+    original = Serve.customize_applications
+
+    def customize_applications(self: Serve, args: Any, applications: dict[str, Any]) -> dict[str, Any]:
+        applications = original(self, args, applications)
+        if not args.files:
+            applications.pop("/", None)
+        for route, spec in function_apps.items():
+            applications[f"/{route}"] = functions.application(spec)
+        return applications
+
+    Serve.customize_applications = customize_applications  # type: ignore[method-assign]
 
 
 def log_where_it_listens() -> None:
@@ -44,7 +89,8 @@ def main(argv: list[str]) -> None:
         flags.add(argv.pop(0))
     if len(argv) != 2 or not argv[1].isdigit() or {"--plain", "--warn-mismatch"} <= flags:
         sys.exit(USAGE)
-    args = read_args(*argv)
+    python_path, function_apps, args = split_options(read_args(*argv))
+    sys.path[:0] = python_path
     chosen: tuple[fixes.Fix, ...] = ()
     # --plain (setting worker_fixes: false) runs Bokeh as it is, to tell its behaviour from ours; the metrics only
     # count (setting ops.metrics: false leaves them out, to measure what they cost).
@@ -60,6 +106,13 @@ def main(argv: list[str]) -> None:
         fixes.apply(chosen, on_mismatch="warn" if "--warn-mismatch" in flags else "stop")
     except fixes.FixTargetChanged as e:
         sys.exit(f"bokeh-stack worker: {e}")
+    if function_apps:
+        from .function_apps import EXPECTS
+
+        changed = [p for p in (e.problem() for e in (*EXPECTS, *SERVE_EXPECTS)) if p]
+        if changed:
+            sys.exit(f"bokeh-stack worker: function apps do not fit this Bokeh: {'; '.join(changed)}")
+        serve_function_apps(function_apps)
     log_where_it_listens()
     from bokeh.command.bootstrap import main as bokeh_main
 

@@ -9,6 +9,7 @@ replacements as the fixes (fixes.Fix: checked against the installed Bokeh before
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 
@@ -116,15 +117,23 @@ class _LiveState:
             "bokeh_stack_sessions", "Sessions: connected (an open websocket) or unconnected", labels=["app", "state"]
         )
         websockets = GaugeMetricFamily("bokeh_stack_websocket_connections", "Open websocket connections")
+        callbacks = GaugeMetricFamily(
+            "bokeh_stack_session_callbacks",
+            "Periodic, timeout and next-tick callbacks of the live sessions' documents",
+            labels=["app"],
+        )
         if tornado is not None:
             for url, context in tornado.applications.items():
                 all_sessions = list(context.sessions)
                 connected = sum(1 for s in all_sessions if s.connection_count)
                 sessions.add_metric([app_label(url), "connected"], connected)
                 sessions.add_metric([app_label(url), "unconnected"], len(all_sessions) - connected)
+                callbacks.add_metric([app_label(url)], sum(len(s.document.session_callbacks) for s in all_sessions))
             websockets.add_metric([], len(tornado._clients))
         yield sessions
         yield websockets
+        yield callbacks
+        yield GaugeMetricFamily("bokeh_stack_worker_threads", "Threads of the worker process", threading.active_count())
         yield GaugeMetricFamily(
             "bokeh_stack_event_loop_lag_seconds",
             f"Largest delay of the event loop running a timer, over the last {LAG_WINDOW_S:.0f} s",
@@ -266,6 +275,8 @@ FIXES = (
             Expect("bokeh.server.session:ServerSession.subscribe", coroutine=False, params=("connection",)),
             Expect("bokeh.server.session:ServerSession.expiration_requested"),
             Expect("bokeh.server.session:ServerSession.connection_count"),
+            Expect("bokeh.server.session:ServerSession.document"),
+            Expect("bokeh.document.document:Document.session_callbacks"),
             Expect(f"{WS}._handle", coroutine=True, params=("message",)),
             Expect(f"{WS}.send_message", coroutine=True, params=("message",)),
             Expect(f"{WS}.write_message", coroutine=True, params=("message", "binary", "locked")),

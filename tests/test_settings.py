@@ -42,7 +42,7 @@ def test_the_runtime_dir_defaults_to_the_users_state_directory(tmp_path):
 
 def test_every_setting_in_the_defaults_is_a_field_of_the_settings():
     """defaults.yaml holds each setting's default and documentation, Settings its type: the same names."""
-    fields = {f.name for f in dataclasses.fields(Settings)} - {"record"}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"record", "sources"}
     assert fields == set(load_defaults()), fields ^ set(load_defaults())
 
 
@@ -114,10 +114,11 @@ def test_bad_settings_get_a_clear_error(overrides, message):
 
 def test_an_apps_dir_without_apps_is_refused(tmp_path):
     assert problems(environ={}, overrides={"apps_dir": str(tmp_path)}) == [
-        f"apps_dir {tmp_path} holds no Bokeh app (a subdirectory with a main.py)"
+        f"apps_dir {tmp_path} holds no Bokeh app (a subdirectory with a main.py, or a .py or .ipynb file), "
+        "and function_apps names none"
     ]
     assert problems(environ={}, overrides={"apps_dir": str(tmp_path / "missing")}) == [
-        f"apps_dir {tmp_path / 'missing'} is not a directory"
+        f"apps_dir {tmp_path / 'missing'} is not a directory (it may be empty when function_apps are set)"
     ]
 
 
