@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra flags, e.g. make up ARGS="--workers 3"   make test PYTEST_ARGS="-m 'not browser'"
 ARGS ?=
 PYTEST_ARGS ?=
-PY_DIRS := bokeh_stack harness tests apps bench
+PY_DIRS := bokeh_stack harness tests apps bench examples
 
 .PHONY: up test test-fast lint check bench wheel clean
 

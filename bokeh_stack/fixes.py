@@ -234,7 +234,7 @@ def drain_on_sigterm() -> None:
             self._loop.stop()
             return
         self._bokeh_stack_draining = True
-        sockets = [h for h in _open_websockets if h.ws_connection is not None]
+        sockets = open_websockets()
         print(f"Received signal SIGTERM, closing {len(sockets)} websockets, then shutting down", flush=True)
         self._http.stop()
         asyncio.ensure_future(_close_then_stop(self))
@@ -242,33 +242,47 @@ def drain_on_sigterm() -> None:
     _replace(Server, "_sigterm", drain)
 
 
-async def _close_then_stop(server, timeout_s: float = limits.DRAIN_TIMEOUT_S) -> None:
+def open_websockets() -> list:
+    """The websocket handlers of this process that are open (tracked by websocket_nodelay)."""
+    return [h for h in _open_websockets if h.ws_connection is not None]
+
+
+async def close_websockets(handlers: list, timeout_s: float, reason: str = "worker restarting") -> bool:
+    """Close each websocket (1001) once it holds its write lock, so never between the frames of one message, and
+    wait until the clients have answered; False if some were still open after timeout_s."""
     streams = []  # of the websockets told to close; each closes once the client has answered the close frame
 
     async def close(handler) -> None:
         async with handler.write_lock:
             if handler.ws_connection is not None:
                 streams.append(handler.ws_connection.stream)
-                handler.close(1001, "worker restarting")
+                handler.close(1001, reason)
 
+    deadline = time.monotonic() + timeout_s
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(close(h) for h in handlers), return_exceptions=True), deadline - time.monotonic()
+        )
+        while not all(stream.closed() for stream in streams):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _close_then_stop(server, timeout_s: float = limits.DRAIN_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     try:
         # Idle keep-alive connections from nginx go first: no new page is served from here.
         asyncio.ensure_future(server._http.close_all_connections())
-        while time.monotonic() < deadline:
-            # Open, or upgraded on a connection accepted before the listener closed.
-            sockets = [h for h in _open_websockets if h.ws_connection is not None]
-            if sockets:
-                await asyncio.wait_for(
-                    asyncio.gather(*(close(h) for h in sockets), return_exceptions=True), deadline - time.monotonic()
-                )
-            elif all(stream.closed() for stream in streams):
+        # Open, or upgraded on a connection accepted before the listener closed: until none is left.
+        while sockets := open_websockets():
+            if not await close_websockets(sockets, deadline - time.monotonic()):
+                log.warning("websockets still closing after %s s: stopping anyway", timeout_s)
                 break
             await asyncio.sleep(0.02)
-        else:
-            log.warning("websockets still closing after %s s: stopping anyway", timeout_s)
-    except TimeoutError:
-        log.warning("websockets still busy after %s s: stopping anyway", timeout_s)
     finally:
         server._loop.stop()
 
