@@ -91,6 +91,39 @@ def test_streaming_data_changes_over_time(stacks, open_app):
     assert errors == []
 
 
+def test_large_data_zooming_redraws_from_the_server(stacks, open_app):
+    """10 million points: the page holds a decimation of the full range; a wheel zoom over the plot brings a new
+    decimation of the narrower window, and zoomed in far enough, the raw samples."""
+    stack = stacks(SHIPPED_APPS, workers=1)
+    page, errors = open_app(stack.url("/large_data"))
+    xs = "() => Array.from(Bokeh.documents[0].get_model_by_name('window').data.x)"
+    shown = "() => Bokeh.documents[0].get_model_by_name('shown').text"
+    page.wait_for_function(f"() => ({shown})().includes('per pixel column')", timeout=20_000)
+    first = page.evaluate(xs)
+    width = page.evaluate("() => Bokeh.documents[0].roots()[0].inner_width")
+    assert 0 < len(first) <= 2 * width and first[-1] - first[0] > 9000, (len(first), width, first[-1])
+
+    box = page.locator("canvas").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(5):
+        page.mouse.wheel(0, -300)  # zoom in: xwheel_zoom is the plot's active scroll tool
+    page.wait_for_function(
+        f"() => {{ const x = ({xs})(); return x[x.length - 1] - x[0] < {first[-1] - first[0]} / 2 }}"
+    )
+    zoomed = page.evaluate(xs)
+    assert 0 < len(zoomed) <= 2 * width and zoomed[0] > first[0], "a narrower window, decimated again"
+
+    # As a tool does at the end of a zoom: set the range, then announce it (RangesUpdate).
+    page.evaluate(
+        "() => { const plot = Bokeh.documents[0].roots()[0]; plot.x_range.setv({start: 100, end: 101});"
+        " Bokeh.index[plot.id].trigger_ranges_update_event(); }"
+    )
+    page.wait_for_function(f"() => ({shown})().includes('raw samples')", timeout=10_000)
+    raw = page.evaluate(xs)
+    assert len(raw) == 1001 and abs(raw[1] - raw[0] - 0.001) < 1e-9, "every sample from 100 s to 101 s, one a ms"
+    assert errors == []
+
+
 def test_press_me_button_writes_numbers(stacks, open_app):
     stack = stacks(SHIPPED_APPS, workers=2)
     page, errors = open_app(stack.url("/press_me"))
