@@ -6,8 +6,9 @@
     .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
 
 Parts: pageviews, static, latency, capacity, churn, metrics (bokeh-stack with its metrics on vs off), signin
-(bokeh-stack with sign-in on vs off). Prints one markdown table, the targets (PASS/MISS) and the design's
-reference figures beside ours. Not a test: nothing here fails on a slow machine.
+(bokeh-stack with sign-in on vs off), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints
+one markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. Not a test: nothing
+here fails on a slow machine.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 
 from bench import report
 from bench.churn import churn
+from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pageviews import page_views
-from bench.setups import DEFAULTS, SETUPS, started
+from bench.setups import DEFAULTS, SETUPS, apps_dir, started
 from bench.signin_cost import signin_cost
 from bench.static import static_js
 from bench.streaming import capacity, update_delays
@@ -29,7 +31,7 @@ from bench.streaming import capacity, update_delays
 ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics", "signin")
+PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics", "signin", "largedata")
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
@@ -88,7 +90,7 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     results = report.Results(workers=args.workers, concurrency=args.concurrency, setups=args.setups)
     tmp = Path(tempfile.mkdtemp(prefix="bokeh-stack-bench-"))
-    apps = report.apps_dir(tmp / "apps", APPS)
+    apps = apps_dir(tmp / "apps", APPS)
     check_unused_ms = min(DEFAULTS.session["check_unused_ms"], args.unused_ms)
     session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
     expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
@@ -146,6 +148,10 @@ def main(argv: list[str]) -> int:
     if "signin" in args.parts and "stack" in args.setups:
         print("sign-in on vs off", file=sys.stderr)
         results.signin = signin_cost(apps, args.workers, tmp, session, args, 1 if args.smoke else METRICS_ROUNDS)
+
+    if "largedata" in args.parts and "stack" in args.setups:
+        print("very large data", file=sys.stderr)
+        results.large_data = large_data(tmp, session, args.smoke)
 
     text = report.markdown(results)
     print(text)

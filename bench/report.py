@@ -7,13 +7,13 @@ import datetime
 import math
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import metrics_cost, signin_cost
+from bench import large_data, metrics_cost, signin_cost
+from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
 from bench.signin_cost import SigninCost
@@ -34,12 +34,7 @@ class Results:
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
     metrics: MetricsCost | None = None
     signin: SigninCost | None = None
-
-
-def apps_dir(directory: Path, apps: dict[str, Path]) -> Path:
-    for name, source in apps.items():
-        shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return directory
+    large_data: LargeData | None = None
 
 
 def _ms(value: float) -> str:
@@ -171,6 +166,8 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
         out += metrics_cost.targets(r.metrics)
     if r.signin:
         out += signin_cost.targets(r.signin)
+    if r.large_data:
+        out += large_data.targets(r.large_data)
     return out
 
 
@@ -222,6 +219,8 @@ def markdown(r: Results) -> str:
         lines += ["", metrics_cost.markdown(r.metrics)]
     if r.signin:
         lines += ["", signin_cost.markdown(r.signin)]
+    if r.large_data:
+        lines += ["", large_data.markdown(r.large_data)]
     anchors = _anchors(r)
     if anchors:
         lines += ["", "| reference figure | design §2b | this run |", "|---|---|---|"]

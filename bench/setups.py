@@ -5,6 +5,7 @@ bokeh-stack. All serve the same apps with the same session settings (bokeh-stack
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,12 @@ def bokeh_serve(apps: list[Path], port: int, public_port: int, session: dict, ex
         str(session["check_unused_ms"]),
         *extra,
     ]
+
+
+def apps_dir(directory: Path, apps: dict[str, Path]) -> Path:
+    for name, source in apps.items():
+        shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return directory
 
 
 def _app_dirs(apps_dir: Path) -> list[Path]:

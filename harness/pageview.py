@@ -31,6 +31,7 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 RECONNECT_DELAYS_S = (0, 2, 4, 8, 16)
+RECEIVED_BYTES = "bokeh_stack_received_bytes"  # kept on the websocket connection
 _TOKEN = re.compile(rb'"token"\s*:\s*"([A-Za-z0-9_.\-=]+)"')
 
 
@@ -70,8 +71,17 @@ class PageView:
 
     async def document_ready(self) -> None:
         """Tell the server the document is rendered, as BokehJS does (apps start their periodic work on it)."""
-        message = Protocol().create("PATCH-DOC", [MessageSentEvent(self.document, "bokeh_event", DocumentReady())])
+        await self.send_event(DocumentReady())
+
+    async def send_event(self, event: Any) -> None:
+        """Send a UI event to the server as BokehJS does (DocumentReady, a plot's RangesUpdate after a zoom, ...)."""
+        message = Protocol().create("PATCH-DOC", [MessageSentEvent(self.document, "bokeh_event", event)])
         await message.send(WebSocketClientConnectionWrapper(self._ws))
+
+    @property
+    def received_bytes(self) -> int:
+        """What the server has sent over this page's websocket so far (the document, then every update)."""
+        return getattr(self._ws, RECEIVED_BYTES, 0)
 
     async def next_message(self, timeout: float = 10.0) -> Any:
         """The next complete Bokeh protocol message the server sends (e.g. a PATCH-DOC)."""
@@ -190,6 +200,7 @@ async def _read_message(ws: WebSocketClientConnection, receiver: Receiver, url: 
         if fragment is None:
             reason = f" ({ws.close_code} {ws.close_reason or ''})".rstrip() if ws.close_code else ""
             raise PageViewError("websocket", url, f"closed by the server{reason}")
+        setattr(ws, RECEIVED_BYTES, getattr(ws, RECEIVED_BYTES, 0) + len(fragment))
         message = await receiver.consume(fragment)
         if message is not None:
             return message

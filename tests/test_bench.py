@@ -51,6 +51,9 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
     # The metrics' cost: bokeh-stack with them and without, side by side, and a scrape of the whole fleet.
     assert re.search(r"\| page views/s, keep-alive \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text), text
     assert re.search(r"One `/metrics` scrape of 2 workers and nginx: p50 [\d.]+ ms", text), text
+    # Very large data: the decimated app's first document and updates, beside the naive app's.
+    assert re.search(r"\| bytes per update \| [\d.]+ kB \(28 updates\) \| none: the browser has every point \|", text)
+    assert re.search(r"\| large data: first document < 2 MB \| [\d.]+ MB \| PASS \|", text), text
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert f"]({png.name})" in text

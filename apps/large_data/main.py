@@ -11,7 +11,6 @@ from bokeh.models import ColumnDataSource, Div, Range1d
 from bokeh.plotting import curdoc, figure
 from decimation import build_series, window
 
-DEBOUNCE_MS = 20  # range changes within this time are drawn once
 COLUMNS = 1000  # the pixel columns assumed until the browser has laid out the plot
 
 doc = curdoc()
@@ -52,9 +51,11 @@ def draw() -> None:
 
 
 def ranges_changed(event: RangesUpdate) -> None:
+    # BokehJS sends RangesUpdate once a pan or zoom ends (a wheel zoom once the wheel rests); the ones already
+    # queued by then are drawn once, for the last range.
     pending["range"] = (event.x0, event.x1)
     if pending["callback"] is None:
-        pending["callback"] = doc.add_timeout_callback(draw, DEBOUNCE_MS)
+        pending["callback"] = doc.add_next_tick_callback(draw)
 
 
 plot.on_event(RangesUpdate, ranges_changed)
