@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bokeh_stack.settings import discover_apps
 from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,
+    SHIPPED_APPS,
     TEST_APPS,
     during_page_views,
     executions_per_view,
@@ -32,7 +34,7 @@ from harness.stack import (
 from .docker_engine import Engine
 
 pytestmark = pytest.mark.docker
-SHIPPED = ["cosine", "lifecycle", "press_me", "random_walk", "streaming"]
+SHIPPED = [source.name for source in discover_apps(SHIPPED_APPS)]
 
 
 @dataclass

@@ -20,9 +20,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bokeh_stack.settings import discover_apps
 from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,
+    SHIPPED_APPS,
     TEST_APPS,
     Execution,
     executions_per_view,
@@ -35,7 +37,7 @@ from harness.stack import (
 
 pytestmark = pytest.mark.salt
 HOST_IMAGE = "bokeh-stack-salt-host:test"
-SHIPPED = ["cosine", "lifecycle", "press_me", "random_walk", "streaming"]
+SHIPPED = [source.name for source in discover_apps(SHIPPED_APPS)]
 
 
 @dataclass

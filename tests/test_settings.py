@@ -23,7 +23,7 @@ def test_zero_configuration_serves_every_app_from_one_pool():
     s = load(environ={}, cwd=SHIPPED_APPS.parent)
     assert s.apps_dir == SHIPPED_APPS
     assert [p.name for p in s.pools] == ["default"]
-    assert s.apps == ("cosine", "lifecycle", "press_me", "random_walk", "streaming")
+    assert s.apps == ("cosine", "large_data", "lifecycle", "press_me", "random_walk", "streaming")
     assert s.worker_ports == [5100, 5101]
     assert s.port == 8080 and s.worker_address == "127.0.0.1"
     assert s.public_origins == ("localhost:8080", "127.0.0.1:8080")
