@@ -41,7 +41,7 @@ def apply_fixes() -> None:
     global _applied
     if _applied:
         return
-    changed = [p for p in (e.problem() for e in EXPECTS) if p]
+    changed = fixes.unmet(EXPECTS)
     if changed:
         raise fixes.FixTargetChanged(f"bokeh_stack.embed.Server does not fit this Bokeh: {'; '.join(changed)}")
     fixes.apply(FIXES)

@@ -72,6 +72,11 @@ class Expect:
         return None
 
 
+def unmet(expects: tuple[Expect, ...]) -> list[str]:
+    """What each of `expects` finds not so (empty: all hold)."""
+    return [p for p in (e.problem() for e in expects) if p]
+
+
 def _names(code) -> set[str]:
     """Every name a code object and the code nested in it (comprehensions, inner functions) use."""
     names = set(code.co_names)
@@ -88,7 +93,7 @@ class Fix:
     expects: tuple[Expect, ...]
 
     def problems(self) -> list[str]:
-        return [p for p in (e.problem() for e in self.expects) if p]
+        return unmet(self.expects)
 
 
 def _replace(owner: object, name: str, value: object) -> None:

@@ -109,7 +109,7 @@ def main(argv: list[str]) -> None:
     if function_apps:
         from .function_apps import EXPECTS
 
-        changed = [p for p in (e.problem() for e in (*EXPECTS, *SERVE_EXPECTS)) if p]
+        changed = fixes.unmet((*EXPECTS, *SERVE_EXPECTS))
         if changed:
             sys.exit(f"bokeh-stack worker: function apps do not fit this Bokeh: {'; '.join(changed)}")
         serve_function_apps(function_apps)
