@@ -33,3 +33,14 @@ def sometimes(doc):
 def broken(doc):
     """Always raises: its pages answer 500, the other apps serve."""
     raise ValueError("the broken function app failed")
+
+
+def census(doc):
+    """Counts the Bokeh documents alive in this worker besides its own: what closed sessions left behind."""
+    import gc
+
+    from bokeh.document import Document
+
+    gc.collect()
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, Document) and o is not doc)
+    doc.add_root(Div(text=str(alive), name="documents"))
