@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__, privileges, runner, status, supervision, users
+from . import __version__, privileges, runner, status, supervision, upstreams, users
 from . import apply as applying
 from . import render as rendering
 from .app_check import check_apps
@@ -252,7 +252,10 @@ def cmd_supervisord(args: argparse.Namespace) -> int:
     running = supervision.supervisord_running(plan.socket)
     if running:
         raise StackError(f"a stack already runs from {plan.run_dir} (supervisord pid {running})")
-    privileges.check(plan, lambda line: print(f"bokeh-stack: {line}", flush=True))
+    say = lambda line: print(f"bokeh-stack: {line}", flush=True)  # noqa: E731
+    privileges.check(plan, say)
+    if plan.with_nginx:  # nginx refuses a config naming a host it cannot resolve yet
+        upstreams.wait_until_resolved(upstreams.names(plan.settings), say)
     rendering.render_checked(plan)
     argv, env = supervision.supervisord_command(plan, foreground=not args.daemon)
     sys.stdout.flush()

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files
+from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files, upstreams
 from .apps import app_info
 from .plan import UNIX_PATH_MAX, RunPlan
 from .settings import Pool, Settings, local_address, url_host
@@ -109,6 +109,8 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "ops_target": fleet.ops_target(s),
         "ops_origin": ops.TRUSTED_ORIGIN,
         "ops_program": ops.PROGRAM,
+        "upstreams": upstreams,
+        "upstream_names": upstreams.names(s),
         "nginx_status_path": NGINX_STATUS_PATH,
         "scrape_timeout_s": fleet.SCRAPE_TIMEOUT_S,
         "worker_log": "the container's output (docker compose logs workers)"

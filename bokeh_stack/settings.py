@@ -423,10 +423,10 @@ def _build(
     if not raw["server_names"]:
         problems.append("server_names must name at least one host")
     for name in raw["server_names"]:
-        if not _HOST.match(name) and not _is_ip(name):
+        if not _HOST.match(name) and not is_ip(name):
             problems.append(f"server_names: {name!r} is not a host name or address")
     for host in raw["worker_hosts"]:
-        if not _HOST.match(host) and not _is_ip(host):
+        if not _HOST.match(host) and not is_ip(host):
             problems.append(f"worker_hosts: {host!r} is not a host name or address")
     for origin in raw["public_origins"]:
         match = _ORIGIN.match(origin)
@@ -626,7 +626,7 @@ def _path(value: str, base: Path, key: str, problems: list[str]) -> Path:
     return (base / value).resolve() if value else base
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip("[]"))
     except ValueError:
@@ -635,7 +635,7 @@ def _is_ip(text: str) -> bool:
 
 
 def _check_address(value: str, key: str, problems: list[str]) -> None:
-    if not _is_ip(value):
+    if not is_ip(value):
         problems.append(f"{key} must be an IP address, got {value!r}")
 
 

@@ -1,0 +1,216 @@
+"""The stack on Docker Swarm for real: a single-node swarm on our own dockerd (made here, left afterwards), the
+images built from docker/, `docker stack deploy -c docker-compose.yml -c docker-stack.yml` as users run it (plus
+the test overlays: the counter and ticker apps, page limits off), reached only through the port nginx publishes
+in mode host on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.pageview import open_page
+from harness.stack import ROOT, TEST_APPS, free_ports, page_views, read_executions, run, stream_of_page_views, wait_for
+
+from .docker_engine import Engine
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm]
+SECRET = "bokeh-stack-secret"  # docker-stack.yml's external secret
+FILES = [ROOT / "docker-compose.yml", ROOT / "docker-stack.yml", ROOT / "tests/compose.counter.yml"]
+FILES.append(ROOT / "tests/stack.test.yml")
+REPLICAS = 3
+WORKERS_PER_TASK = 2  # BOKEH_STACK_WORKERS' default
+
+
+@dataclass
+class SwarmStack:
+    engine: Engine
+    name: str
+    port: int
+    env: dict
+    records: Path
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def docker(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"docker {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        return result
+
+    def deploy(self) -> None:
+        self.docker("stack", "deploy", "--detach=true", *(f"-c={f}" for f in FILES), self.name)
+
+    def containers(self, service: str) -> list[str]:
+        """The running containers of one of the stack's services (its tasks on this node)."""
+        filters = ["--filter", f"label=com.docker.swarm.service.name={self.name}_{service}", "--filter", "status=running"]
+        return self.docker("ps", "-q", "--no-trunc", *filters).stdout.split()
+
+    def healthy(self, container: str) -> bool:
+        inspected = self.engine.docker("inspect", container, check=False)
+        return inspected.returncode == 0 and json.loads(inspected.stdout)[0]["State"]["Health"]["Status"] == "healthy"
+
+    def status(self, container: str) -> dict:
+        """`bokeh-stack status --json` inside one worker task."""
+        shown = self.engine.docker("exec", container, "bokeh-stack", "status", "--json", check=False)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        return json.loads(shown.stdout)
+
+    def exec(self, container: str, *args: str) -> subprocess.CompletedProcess:
+        return self.engine.docker("exec", container, *args, check=False)
+
+    def ready(self, replicas: int) -> bool:
+        """`replicas` healthy worker tasks, nginx healthy, and nginx reaching exactly those tasks' workers."""
+        workers = self.containers("workers")
+        nginx = self.containers("nginx")
+        return (
+            len(workers) == replicas
+            and all(self.healthy(c) for c in workers + nginx)
+            and len(nginx) == 1
+            and self.upstream_addresses() == {self.address(c) for c in workers}
+        )
+
+    def address(self, container: str) -> str:
+        networks = json.loads(self.engine.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
+        return networks[f"{self.name}_backend"]["IPAddress"]
+
+    def upstream_addresses(self) -> set[str]:
+        """The worker addresses nginx loaded last, as its upstreams program logged them."""
+        logs = self.engine.docker("logs", self.containers("nginx")[0], check=False).stdout
+        said = [line.rsplit("nginx reaches ", 1)[1] for line in logs.splitlines() if "nginx reaches workers at" in line]
+        return set(said[-1].split(" at ", 1)[1].split()) if said else set()
+
+    def hosts_of(self, session_ids: set[str]) -> Counter:
+        """Which worker task (container host name) built each of these sessions (the counter app's record)."""
+        return Counter(e.host for e in read_executions(self.records / "executions.txt") if e.session_id in session_ids)
+
+
+@pytest.fixture(scope="module")
+def swarm(engine, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("swarm")
+    records = tmp / "records"
+    records.mkdir()
+    records.chmod(0o777)  # written by the workers' non-root user
+    port = free_ports(1)
+    env = {**engine.env, "BOKEH_STACK_PORT": str(port), "RECORDS_DIR": str(records), "BOKEH_STACK_REPLICAS": "3"}
+    env |= {"COUNTER_APP": str(TEST_APPS / "counter"), "TICKER_APP": str(TEST_APPS / "ticker")}
+    env.pop("BOKEH_SECRET_KEY", None)
+    stack = SwarmStack(engine, f"bst{uuid.uuid4().hex[:8]}", port, env, records)
+    if engine.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() != "inactive":
+        engine.docker("swarm", "leave", "--force")  # a swarm a killed earlier run left behind
+    engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1")
+    try:
+        subprocess.run(
+            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "build"],
+            env=env, cwd=ROOT, check=True, capture_output=True, timeout=900,
+        )  # fmt: skip
+        # Made at provision time, as docs/swarm.md says, and never written to disk.
+        subprocess.run(["docker", "secret", "create", SECRET, "-"], input=secrets.token_urlsafe(48), text=True,
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        start = time.monotonic()
+        stack.deploy()
+        wait_for(lambda: stack.ready(REPLICAS), 180, f"{REPLICAS} healthy worker tasks behind a healthy nginx")
+        print(f"\nswarm: deployed and healthy in {time.monotonic() - start:.1f} s")
+        yield stack
+    finally:
+        engine.docker("stack", "rm", stack.name, check=False)
+        wait_for(lambda: not stack.containers("workers") and not stack.containers("nginx"), 120, "the stack to go")
+        engine.docker("swarm", "leave", "--force", check=False)
+
+
+def test_every_page_websocket_reaches_the_task_that_rendered_it(swarm):
+    """60 page views that keep their websocket, over 3 worker tasks of 2 workers: `status --json` in each task
+    counts each one connected on the worker that built it, and no session unconnected."""
+
+    async def open_views():
+        return [await open_page(swarm.url("/counter")) for _ in range(60)]
+
+    views = run(open_views())
+    try:
+        tasks = swarm.containers("workers")
+        shown = {c: swarm.status(c) for c in tasks}
+    finally:
+        for view in views:
+            view.close()
+    for container, status in shown.items():
+        assert [w["state"] for w in status["workers"]] == ["RUNNING"] * WORKERS_PER_TASK, status
+        print(f"task {container[:12]}: {[(w['worker'], w['connected'], w['unconnected']) for w in status['workers']]}")
+    assert sum(s["totals"]["connected"] for s in shown.values()) == 60
+    assert sum(s["totals"]["unconnected"] for s in shown.values()) == 0
+    built = swarm.hosts_of({v.session_id for v in views})
+    assert sum(built.values()) == 60, "one execution of the app per page view"
+    assert set(built) == {c[:12] for c in tasks}, f"sessions on {dict(built)}: not on every task"
+
+
+def test_the_secret_is_a_docker_secret_readable_by_the_workers_user_alone(swarm):
+    for service in ("workers", "nginx"):
+        for container in swarm.containers(service):
+            mode = swarm.exec(container, "stat", "-c", "%a %u", f"/run/secrets/{SECRET}").stdout.split()
+            assert mode == ["400", "10001"], (service, mode)
+            assert swarm.exec(container, "test", "-e", "/var/lib/bokeh-stack/secret").returncode == 1
+    spec = json.loads(swarm.engine.docker("service", "inspect", f"{swarm.name}_workers").stdout)[0]["Spec"]
+    env = spec["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "BOKEH_SECRET_KEY=" in env, "the key itself is in no service's environment"
+
+
+def _during_page_views(swarm: SwarmStack, seconds: float, action) -> tuple:
+    """Run `action` (blocking) 1 s into `seconds` of page views, 4 at a time; the Stream and its result."""
+    async def go():
+        load = asyncio.create_task(stream_of_page_views(swarm.url("/counter"), seconds, concurrency=4))
+        await asyncio.sleep(1)
+        result = await asyncio.to_thread(action)
+        return await load, result
+
+    return run(go())
+
+
+def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
+    """`docker service scale` while page views run: a new task gets page views within 15 s of being healthy, the
+    removed tasks get none once gone, nginx is never restarted and no page view fails."""
+    nginx = swarm.containers("nginx")[0]
+    nginx_pid = swarm.exec(nginx, "supervisorctl", "-c", "/run/bokeh-stack/supervisord.conf", "pid", "nginx").stdout
+    before = set(swarm.containers("workers"))
+    timings = {}
+
+    def scale_up():
+        start = time.monotonic()
+        swarm.docker("service", "scale", "--detach=true", f"{swarm.name}_workers=4")
+        new = wait_for(lambda: set(swarm.containers("workers")) - before, 60, "the new worker task")
+        task = new.pop()
+        wait_for(lambda: swarm.healthy(task), 90, "the new task to be healthy")
+        healthy = time.monotonic()
+        timings["healthy_after_s"] = healthy - start
+        wait_for(lambda: swarm.status(task)["totals"]["unconnected"] + swarm.status(task)["totals"]["connected"] > 0,
+                 30, "a page view on the new task", interval=0.5)  # fmt: skip
+        timings["page_views_after_healthy_s"] = time.monotonic() - healthy
+        return task
+
+    up, new_task = _during_page_views(swarm, 40, scale_up)
+    print(f"\nscale 3 -> 4 under load: {up}; {timings}")
+    assert up.failures == [], up.failures[:3]
+    assert timings["page_views_after_healthy_s"] <= 15
+
+    def scale_down():
+        swarm.docker("service", "scale", "--detach=false", f"{swarm.name}_workers=2")
+        wait_for(lambda: swarm.ready(2), 60, "nginx to reach the 2 remaining tasks")
+
+    down, _ = _during_page_views(swarm, 25, scale_down)
+    print(f"scale 4 -> 2 under load: {down}")
+    assert down.failures == [], down.failures[:3]
+    remaining = {c[:12] for c in swarm.containers("workers")}
+    views = run(page_views([swarm.url("/counter")] * 30, concurrency=3))
+    assert set(swarm.hosts_of({v.session_id for v in views})) <= remaining
+    assert swarm.containers("nginx") == [nginx]
+    assert swarm.exec(nginx, "supervisorctl", "-c", "/run/bokeh-stack/supervisord.conf", "pid", "nginx").stdout == (
+        nginx_pid
+    ), "nginx was restarted"
+    swarm.docker("service", "scale", "--detach=true", f"{swarm.name}_workers={REPLICAS}")
+    wait_for(lambda: swarm.ready(REPLICAS), 120, f"{REPLICAS} tasks again")
