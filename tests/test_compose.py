@@ -48,7 +48,8 @@ class ComposeStack:
     timings: dict
 
     def compose(self, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "tests" / "compose.counter.yml")]
+        names = ("docker-compose.yml", "docker-compose.override.yml", "tests/compose.counter.yml")
+        files = [arg for name in names for arg in ("-f", str(ROOT / name))]
         result = subprocess.run(
             ["docker-compose", "-p", self.project, *files, *args],
             env=env or self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,

@@ -193,13 +193,17 @@ def test_a_broken_settings_file(tmp_path):
     ]
 
 
-# Variables the compose file uses that are not settings: where the port is published.
-COMPOSE_ONLY = {"BOKEH_STACK_PUBLISH"}
+# Variables the compose files use that are not settings: where the port is published, how many worker tasks.
+COMPOSE_ONLY = {"BOKEH_STACK_PUBLISH", "BOKEH_STACK_REPLICAS"}
+COMPOSE_FILES = ("docker-compose.yml", "docker-compose.override.yml", "docker-stack.yml")
 
 
 def _env_fallbacks() -> list[tuple[str, str, str]]:
-    compose = (ROOT / "docker-compose.yml").read_text()
-    found = [("docker-compose.yml", n, v) for n, v in re.findall(r"\$\{(BOKEH_STACK_\w+):-([^}]*)\}", compose)]
+    found = [
+        (name, n, v)
+        for name in COMPOSE_FILES
+        for n, v in re.findall(r"\$\{(BOKEH_STACK_\w+):-([^}]*)\}", (ROOT / name).read_text())
+    ]
     example = (ROOT / ".env.example").read_text()
     found += [(".env.example", n, v) for n, v in re.findall(r"^(BOKEH_STACK_\w+)=(.*)$", example, re.M)]
     return [f for f in found if f[1] not in COMPOSE_ONLY]

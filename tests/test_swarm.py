@@ -12,15 +12,17 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from harness.pageview import open_page
-from harness.stack import ROOT, TEST_APPS, free_ports, page_views, read_executions, run, stream_of_page_views, wait_for
+from harness.pageview import open_page, page_view
+from harness.stack import ROOT, TEST_APPS, Stream, free_ports, page_views, read_executions, run, wait_for
 
 from .docker_engine import Engine
+from .test_browser import CHROMIUM_ARGS, TICKS_T
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
 SECRET = "bokeh-stack-secret"  # docker-stack.yml's external secret
@@ -46,12 +48,18 @@ class SwarmStack:
         assert result.returncode == 0, f"docker {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
         return result
 
+    def build(self, tag: str, dockerfile: str) -> None:
+        built = subprocess.run(["docker", "build", "-t", tag, "-"], input=dockerfile, text=True, env=self.env,
+                               capture_output=True, timeout=300)  # fmt: skip
+        assert built.returncode == 0, built.stdout + built.stderr
+
     def deploy(self) -> None:
         self.docker("stack", "deploy", "--detach=true", *(f"-c={f}" for f in FILES), self.name)
 
     def containers(self, service: str) -> list[str]:
         """The running containers of one of the stack's services (its tasks on this node)."""
-        filters = ["--filter", f"label=com.docker.swarm.service.name={self.name}_{service}", "--filter", "status=running"]
+        service_label = f"label=com.docker.swarm.service.name={self.name}_{service}"
+        filters = ["--filter", service_label, "--filter", "status=running"]
         return self.docker("ps", "-q", "--no-trunc", *filters).stdout.split()
 
     def healthy(self, container: str) -> bool:
@@ -130,16 +138,16 @@ def test_every_page_websocket_reaches_the_task_that_rendered_it(swarm):
     """60 page views that keep their websocket, over 3 worker tasks of 2 workers: `status --json` in each task
     counts each one connected on the worker that built it, and no session unconnected."""
 
-    async def open_views():
-        return [await open_page(swarm.url("/counter")) for _ in range(60)]
+    async def with_views_open():
+        views = [await open_page(swarm.url("/counter")) for _ in range(60)]
+        try:
+            tasks = swarm.containers("workers")
+            return views, tasks, {c: await asyncio.to_thread(swarm.status, c) for c in tasks}
+        finally:
+            for view in views:
+                view.close()
 
-    views = run(open_views())
-    try:
-        tasks = swarm.containers("workers")
-        shown = {c: swarm.status(c) for c in tasks}
-    finally:
-        for view in views:
-            view.close()
+    views, tasks, shown = run(with_views_open())
     for container, status in shown.items():
         assert [w["state"] for w in status["workers"]] == ["RUNNING"] * WORKERS_PER_TASK, status
         print(f"task {container[:12]}: {[(w['worker'], w['connected'], w['unconnected']) for w in status['workers']]}")
@@ -161,15 +169,33 @@ def test_the_secret_is_a_docker_secret_readable_by_the_workers_user_alone(swarm)
     assert "BOKEH_SECRET_KEY=" in env, "the key itself is in no service's environment"
 
 
-def _during_page_views(swarm: SwarmStack, seconds: float, action) -> tuple:
-    """Run `action` (blocking) 1 s into `seconds` of page views, 4 at a time; the Stream and its result."""
+def _during_page_views(swarm: SwarmStack, action) -> tuple:
+    """Page views of the counter app, 4 at a time, from 1 s before `action` (blocking, in a thread) until 2 s after
+    it returned; what they saw, and what it returned."""
+
     async def go():
-        load = asyncio.create_task(stream_of_page_views(swarm.url("/counter"), seconds, concurrency=4))
+        done = asyncio.Event()
+        stream = Stream()
+
+        async def load():
+            while not done.is_set():
+                results = await asyncio.gather(
+                    *(page_view(swarm.url("/counter")) for _ in range(4)), return_exceptions=True
+                )
+                stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
+                stream.done += len(results)
+
+        running = asyncio.create_task(load())
         await asyncio.sleep(1)
         result = await asyncio.to_thread(action)
-        return await load, result
+        await asyncio.sleep(2)
+        done.set()
+        await running
+        return stream, result
 
-    return run(go())
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(run, go()).result()
 
 
 def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
@@ -193,7 +219,7 @@ def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
         timings["page_views_after_healthy_s"] = time.monotonic() - healthy
         return task
 
-    up, new_task = _during_page_views(swarm, 40, scale_up)
+    up, new_task = _during_page_views(swarm, scale_up)
     print(f"\nscale 3 -> 4 under load: {up}; {timings}")
     assert up.failures == [], up.failures[:3]
     assert timings["page_views_after_healthy_s"] <= 15
@@ -202,7 +228,7 @@ def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
         swarm.docker("service", "scale", "--detach=false", f"{swarm.name}_workers=2")
         wait_for(lambda: swarm.ready(2), 60, "nginx to reach the 2 remaining tasks")
 
-    down, _ = _during_page_views(swarm, 25, scale_down)
+    down, _ = _during_page_views(swarm, scale_down)
     print(f"scale 4 -> 2 under load: {down}")
     assert down.failures == [], down.failures[:3]
     remaining = {c[:12] for c in swarm.containers("workers")}
@@ -214,3 +240,77 @@ def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
     ), "nginx was restarted"
     swarm.docker("service", "scale", "--detach=true", f"{swarm.name}_workers={REPLICAS}")
     wait_for(lambda: swarm.ready(REPLICAS), 120, f"{REPLICAS} tasks again")
+
+
+def test_rolling_update_under_load_fails_no_page_view_and_open_tabs_reconnect(swarm):
+    """`docker service update --force` (start-first, one task at a time, health checked) while page views run and
+    Chromium tabs stream: no page view fails, and every tab streams again after the last old task stopped."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            tabs = []
+            for _ in range(6):
+                page = chromium.new_context(viewport={"width": 640, "height": 480}).new_page()
+                page.goto(swarm.url("/ticker"))
+                tabs.append(page)
+            for page in tabs:
+                page.wait_for_function(f"() => window.Bokeh && Bokeh.documents.length > 0 && {TICKS_T}.length >= 3",
+                                       timeout=60_000)  # fmt: skip
+            old = set(swarm.containers("workers"))
+
+            def update():
+                swarm.docker("service", "update", "--force", "--detach=false", f"{swarm.name}_workers")
+                wait_for(lambda: swarm.ready(REPLICAS), 60, "nginx to reach the new tasks")
+                return time.time()
+
+            stream, updated_at = _during_page_views(swarm, update)
+            assert not old & set(swarm.containers("workers")), "every task was replaced"
+            streams_again = (
+                f"() => {{ const t = {TICKS_T}; return t.length > 0 && t[t.length - 1] > {updated_at * 1000}; }}"
+            )
+            for page in tabs:
+                page.wait_for_function(streams_again, timeout=20_000)
+        finally:
+            chromium.close()
+    print(f"\nupdate --force under load: {stream}")
+    assert stream.done >= 100
+    assert stream.failures == [], stream.failures[:3]
+
+
+def test_a_new_image_rolls_out_under_load_and_a_broken_one_rolls_back(swarm):
+    """`docker service update --image` with a new version of an app: served by every task afterwards, with no
+    failed page view on the way. An image whose workers cannot start never takes over: Swarm rolls back."""
+    image = "bokeh-stack-workers:0.1.0-test-v2"
+    dockerfile = (
+        "FROM bokeh-stack-workers:0.1.0\nUSER root\n"
+        "RUN printf '\\ndoc.title = \"Press me, version 2\"\\n' >> /opt/bokeh-stack/apps/press_me/main.py\n"
+        "USER bokeh\n"
+    )
+    swarm.build(image, dockerfile)
+
+    def roll_out():
+        swarm.docker("service", "update", "--image", image, "--detach=false", f"{swarm.name}_workers")
+        wait_for(lambda: swarm.ready(REPLICAS), 60, "nginx to reach the new tasks")
+
+    stream, _ = _during_page_views(swarm, roll_out)
+    print(f"\nupdate --image under load: {stream}")
+    assert stream.failures == [], stream.failures[:3]
+    views = run(page_views([swarm.url("/press_me")] * 12, concurrency=3))
+    assert {v.document.title for v in views} == {"Press me, version 2"}
+
+    broken = "bokeh-stack-workers:0.1.0-test-broken"
+    # A settings file the image names but does not hold: its workers exit at once with a clear error.
+    swarm.build(broken, f'FROM {image}\nCMD ["bokeh-stack", "supervisord", "--settings", "/nonexistent.yaml"]\n')
+    swarm.docker("service", "update", "--image", broken, "--detach=true", f"{swarm.name}_workers")
+
+    def rolled_back() -> bool:
+        spec = json.loads(swarm.engine.docker("service", "inspect", f"{swarm.name}_workers").stdout)[0]
+        state = (spec.get("UpdateStatus") or {}).get("State", "")
+        return state == "rollback_completed"
+
+    wait_for(rolled_back, 240, "Swarm to roll the broken image back", interval=1)
+    wait_for(lambda: swarm.ready(REPLICAS), 60, "the old tasks to serve again")
+    views = run(page_views([swarm.url("/press_me")] * 6, concurrency=3))
+    assert {v.document.title for v in views} == {"Press me, version 2"}
