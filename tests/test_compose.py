@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import time
@@ -266,6 +267,28 @@ def test_sign_in_turned_on_in_the_nginx_container(stack):
         assert in_image.stdout.strip() == "", "no users file in the image"
     finally:
         nginx_up(stack.env)  # sign-in off again, for the tests after this one
+
+
+def test_the_images_run_on_a_read_only_root_without_capabilities(stack):
+    """As kubernetes/ runs them (readOnlyRootFilesystem, all capabilities dropped, no privilege escalation, only
+    the runtime dir and /tmp writable): both images start and answer their own health checks."""
+    name = f"{stack.project}-ro"
+    key = secrets.token_urlsafe(48)
+    locked = ["--read-only", "--tmpfs", "/run/bokeh-stack:uid=10001,gid=10001", "--tmpfs", "/tmp", "--cap-drop", "ALL",
+              "--security-opt", "no-new-privileges", "--network", name, "-e", f"BOKEH_SECRET_KEY={key}"]  # fmt: skip
+    stack.engine.docker("network", "create", name)
+    try:
+        stack.engine.docker("run", "-d", "--name", f"{name}-workers", "--network-alias", "workers", *locked,
+                            "bokeh-stack-workers:0.1.0")  # fmt: skip
+        stack.engine.docker("run", "-d", "--name", f"{name}-nginx", *locked, "--tmpfs",
+                            "/var/lib/bokeh-stack-auth:uid=10001", "bokeh-stack-nginx:0.1.0")  # fmt: skip
+        for service in ("workers", "nginx"):
+            health = ["python", "-m", "bokeh_stack.container", "health", service]
+            wait_for(lambda s=service, h=health: stack.exec(f"{name}-{s}", *h).returncode == 0, 120,
+                     f"the read-only {service} container to be healthy", interval=1)  # fmt: skip
+    finally:
+        stack.engine.docker("rm", "-f", f"{name}-workers", f"{name}-nginx", check=False)
+        stack.engine.docker("network", "rm", name, check=False)
 
 
 def test_down_leaves_nothing_running(stack):

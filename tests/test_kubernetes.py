@@ -1,0 +1,127 @@
+"""The Kubernetes manifests (kubernetes/, a kustomize base), on paper: validated against the current Kubernetes
+schemas with kubernetes-validate, and checked against what the images and the settings say. No cluster runs them
+here (docs/kubernetes.md says so); the same images and probes run for real in the compose and Swarm tests."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bokeh_stack.settings import load
+from harness.stack import ROOT, SHIPPED_APPS
+
+BASE = ROOT / "kubernetes"
+KUSTOMIZATION = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+RESOURCES = [doc for name in KUSTOMIZATION["resources"] for doc in yaml.safe_load_all((BASE / name).read_text())]
+DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+
+
+def resource(kind: str, name: str) -> dict:
+    [found] = [r for r in RESOURCES if r["kind"] == kind and r["metadata"]["name"] == name]
+    return found
+
+
+def generated_secret() -> dict:
+    """The Secret as kustomize's secretGenerator makes it from the provisioned key file."""
+    [generator] = KUSTOMIZATION["secretGenerator"]
+    [entry] = generator["files"]
+    key, _ = entry.split("=", 1)
+    value = base64.b64encode(b"x" * 64).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": generator["name"]}, "data": {key: value}}
+
+
+def image_env(target: str) -> dict[str, str]:
+    """The ENV of an image of docker/Dockerfile: its own stage's and those it is built FROM."""
+    text = DOCKERFILE.replace("\\\n", " ")
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    by_name = {stage.split("\n", 1)[0].split()[-1]: stage for stage in stages}
+    env: dict[str, str] = {}
+    name = target
+    chain = []
+    while name in by_name:
+        chain.append(by_name[name])
+        name = by_name[name].split()[0]
+    for stage in reversed(chain):
+        for line in re.findall(r"^ENV (.*)$", stage, flags=re.M):
+            env |= dict(word.split("=", 1) for word in shlex.split(line))
+    return env
+
+
+def pod(deployment: str) -> dict:
+    return resource("Deployment", deployment)["spec"]["template"]["spec"]
+
+
+def settings_of(target: str):
+    """The settings a pod of this image loads: the image's environment, then the ConfigMap's."""
+    environ = {**image_env(target), **resource("ConfigMap", "bokeh-stack-settings")["data"]}
+    return load(environ={**environ, "BOKEH_STACK_APPS_DIR": str(SHIPPED_APPS)})
+
+
+@pytest.mark.parametrize("doc", [*RESOURCES, generated_secret()], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_manifest_is_valid_against_current_kubernetes(doc):
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_settings_are_the_compose_settings():
+    """The ConfigMap holds docker-compose.yml's settings with the same defaults, and the Secret's file."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-settings"]
+    fallbacks = {k: re.fullmatch(r"\$\{\w+:-(.*)\}", v).group(1) for k, v in compose.items()}
+    data = resource("ConfigMap", "bokeh-stack-settings")["data"]
+    assert {k: v for k, v in data.items() if k in fallbacks} == {k: v for k, v in fallbacks.items() if k in data}
+    assert set(data) - set(fallbacks) == {"BOKEH_STACK_SECRET_FILE"}
+    [mount] = [m for m in pod("workers")["containers"][0]["volumeMounts"] if m["name"] == "secret"]
+    assert Path(data["BOKEH_STACK_SECRET_FILE"]).parent == Path(mount["mountPath"])
+    assert Path(data["BOKEH_STACK_SECRET_FILE"]).name == generated_secret()["data"].popitem()[0]
+
+
+def test_nginx_reaches_every_worker_port_through_the_headless_service():
+    workers = settings_of("workers")
+    nginx = settings_of("nginx")
+    service = resource("Service", "workers")
+    assert service["spec"]["clusterIP"] == "None", "headless: the name resolves to every ready pod"
+    assert nginx.worker_hosts == (service["metadata"]["name"],)
+    assert nginx.worker_ports == workers.worker_ports
+    container_ports = [p["containerPort"] for p in pod("workers")["containers"][0]["ports"]]
+    assert container_ports == list(workers.worker_ports)
+    assert sorted(p["port"] for p in service["spec"]["ports"]) == sorted(workers.worker_ports)
+    served = {p["name"]: p["containerPort"] for p in pod("nginx")["containers"][0]["ports"]}
+    assert served == {"http": nginx.port, "ops": nginx.ops["port"]}
+
+
+@pytest.mark.parametrize("service", ["workers", "nginx"])
+def test_probes_are_the_stacks_own_health_checks(service):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]["healthcheck"]["test"]
+    [container] = pod(service)["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == compose[1:], probe
+
+
+@pytest.mark.parametrize("service", ["workers", "nginx"])
+def test_pods_run_as_the_images_user_on_a_read_only_root(service):
+    uid = int(re.search(r"useradd .*--uid (\d+)", DOCKERFILE).group(1))
+    spec = pod(service)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == uid == spec["securityContext"]["fsGroup"]
+    [container] = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert image_env(service)["BOKEH_STACK_RUNTIME_DIR"] in writable and "/tmp" in writable
+    assert spec["automountServiceAccountToken"] is False
+
+
+def test_a_rolling_update_keeps_a_worker_serving_and_a_drain_takes_one_pod_at_a_time():
+    deployment = resource("Deployment", "workers")
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    budget = resource("PodDisruptionBudget", "workers")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["workers"]
+    grace = int(compose["stop_grace_period"].rstrip("s"))
+    assert pod("workers")["terminationGracePeriodSeconds"] == grace, "the same time to drain as in compose"
