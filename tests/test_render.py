@@ -76,7 +76,8 @@ def test_roles_balancer_and_worker(tmp_path):
     layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
     balancer = RunPlan(dataclasses.replace(layout.settings, role="balancer"))
     rendering.render_checked(balancer)
-    assert set(supervisord_programs(balancer)) == {"nginx", "bokeh_stack_ops"}
+    # localhost is a name: the upstreams program re-resolves it (bokeh_stack.upstreams)
+    assert set(supervisord_programs(balancer)) == {"nginx", "bokeh_stack_ops", "bokeh_stack_upstreams"}
     conf = layout.nginx_site_conf.read_text()
     assert "server 10.0.0.5:5100 " in conf and "server localhost:5101 " in conf
     # The balancer's ops process scrapes every worker of every host over the internal network.
