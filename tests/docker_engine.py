@@ -7,6 +7,7 @@ is what makes a second run fast); set DOCKER_TEST_ROOT to put them elsewhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -121,3 +122,16 @@ def _debootstrap(tarball: Path) -> None:
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
+
+
+def upstream_addresses(nginx_logs: str) -> set[str]:
+    """The worker addresses an nginx container reached last, as its upstreams program logged them
+    (`nginx reaches workers at 10.0.1.3 10.0.1.4`; bokeh_stack/upstreams.py)."""
+    lines = nginx_logs.splitlines()
+    said = [line.rsplit("nginx reaches ", 1)[1] for line in lines if "nginx reaches workers at" in line]
+    return set(said[-1].split(" at ", 1)[1].split()) if said else set()
+
+
+def container_address(engine: Engine, container: str, network: str) -> str:
+    networks = json.loads(engine.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
+    return networks[network]["IPAddress"]

@@ -32,7 +32,7 @@ from harness.stack import (
     wait_for,
 )
 
-from .docker_engine import Engine
+from .docker_engine import Engine, container_address, upstream_addresses
 
 pytestmark = pytest.mark.docker
 SHIPPED = [source.name for source in discover_apps(SHIPPED_APPS)]
@@ -233,6 +233,33 @@ def test_reload_inside_a_worker_container_fails_no_page_view(stack):
     assert "restarted bokeh_default_5100" in output and "restarted bokeh_default_5101" in output
     assert stream.failures == [], f"{stream}: {stream.failures[:3]}"
     assert pids() != before
+
+
+def test_scaling_a_running_stack_needs_no_nginx_restart(stack):
+    """`docker compose up -d --scale workers=3` on the running stack: nginx reaches the new container (its
+    upstreams program re-resolved `workers` and reloaded it) and page views land on all three; back to 2 the same
+    way. The nginx container is the same one throughout, never restarted."""
+    nginx = stack.containers("nginx")[0]
+    started = json.loads(stack.engine.docker("inspect", nginx).stdout)[0]["State"]["StartedAt"]
+
+    def scale(workers: int) -> list[str]:
+        stack.compose("up", "-d", "--no-recreate", "--scale", f"workers={workers}")
+        containers = wait_for(lambda: len(stack.containers("workers")) == workers and stack.containers("workers"),
+                              60, f"{workers} worker containers")  # fmt: skip
+        addresses = {container_address(stack.engine, c, f"{stack.project}_backend") for c in containers}
+        wait_for(lambda: upstream_addresses(stack.engine.docker("logs", nginx, check=False).stdout) == addresses,
+                 60, f"nginx to reach the {workers} worker containers")  # fmt: skip
+        return containers
+
+    containers = scale(3)
+    views = run(page_views([stack.url("/counter")] * 60, concurrency=3))
+    ids = {v.session_id for v in views}
+    hosts = {e.host for e in read_executions(stack.records / "executions.txt") if e.session_id in ids}
+    assert hosts == {c[:12] for c in containers}, f"page views on {hosts}, not on all 3 containers"
+    scale(2)
+    assert run(page_views([stack.url("/counter")] * 10, concurrency=2))
+    assert stack.containers("nginx") == [nginx]
+    assert json.loads(stack.engine.docker("inspect", nginx).stdout)[0]["State"]["StartedAt"] == started
 
 
 def test_sign_in_turned_on_in_the_nginx_container(stack):

@@ -21,7 +21,7 @@ import pytest
 from harness.pageview import open_page, page_view
 from harness.stack import ROOT, TEST_APPS, Stream, free_ports, page_views, read_executions, run, wait_for
 
-from .docker_engine import Engine
+from .docker_engine import Engine, container_address, upstream_addresses
 from .test_browser import CHROMIUM_ARGS, TICKS_T
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
@@ -87,14 +87,10 @@ class SwarmStack:
         )
 
     def address(self, container: str) -> str:
-        networks = json.loads(self.engine.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
-        return networks[f"{self.name}_backend"]["IPAddress"]
+        return container_address(self.engine, container, f"{self.name}_backend")
 
     def upstream_addresses(self) -> set[str]:
-        """The worker addresses nginx loaded last, as its upstreams program logged them."""
-        logs = self.engine.docker("logs", self.containers("nginx")[0], check=False).stdout
-        said = [line.rsplit("nginx reaches ", 1)[1] for line in logs.splitlines() if "nginx reaches workers at" in line]
-        return set(said[-1].split(" at ", 1)[1].split()) if said else set()
+        return upstream_addresses(self.engine.docker("logs", self.containers("nginx")[0], check=False).stdout)
 
     def hosts_of(self, session_ids: set[str]) -> Counter:
         """Which worker task (container host name) built each of these sessions (the counter app's record)."""
