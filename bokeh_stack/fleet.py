@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from . import upstreams
 from .plan import RunPlan
 from .settings import Pool, Settings, local_address, url_host
 from .worker_metrics import METRICS_PATH
@@ -116,23 +116,17 @@ async def _get(host: str, port: int, path: str, timeout: float, unix_socket: str
 
 async def _resolve(targets: Iterable[Target]) -> list[Target]:
     """A worker host name that stands for several addresses (compose's `--scale workers=N`) is each of them."""
-    loop = asyncio.get_running_loop()
-    found: list[Target] = []
+    targets = list(targets)
+    # Each name once a scrape, not once per port; one that does not resolve stays in the scrape, down, by name.
+    found = await asyncio.to_thread(upstreams.resolve, {t.host for t in targets if not t.socket})
+    resolved: list[Target] = []
     for target in targets:
-        if target.socket:
-            found.append(target)
-            continue
-        try:
-            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        except OSError:
-            found.append(target)  # it stays in the scrape, down, under its name
-            continue
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = () if target.socket else found[target.host]
         if len(addresses) <= 1:
-            found.append(target)
+            resolved.append(target)
         else:
-            found += [Target(address, target.port, target.pool) for address in addresses]
-    return found
+            resolved += [Target(address, target.port, target.pool) for address in addresses]
+    return resolved
 
 
 async def scrape(
