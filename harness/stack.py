@@ -246,11 +246,13 @@ class Stream:
         return f"{self.done} page views, {len(self.failures)} failed, {self.reconnects} reconnected"
 
 
-async def stream_of_page_views(url: str, seconds: float, concurrency: int = 4, **kwargs: Any) -> Stream:
-    """First-visit page views, `concurrency` at a time, for `seconds`."""
+async def stream_of_page_views(
+    url: str, seconds: float, concurrency: int = 4, stop: asyncio.Event | None = None, **kwargs: Any
+) -> Stream:
+    """First-visit page views, `concurrency` at a time, for `seconds` or until `stop` is set."""
     stream = Stream()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
         results = await asyncio.gather(*(page_view(url, **kwargs) for _ in range(concurrency)), return_exceptions=True)
         stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
         stream.reconnects += sum(r.reconnects for r in results if not isinstance(r, BaseException))

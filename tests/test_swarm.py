@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import subprocess
 import time
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.pageview import open_page, page_view
-from harness.stack import ROOT, TEST_APPS, Stream, free_ports, page_views, read_executions, run, wait_for
+from harness.pageview import open_page
+from harness.stack import ROOT, TEST_APPS, free_ports, page_views, read_executions, run, stream_of_page_views, wait_for
 
 from .docker_engine import Engine, container_address, upstream_addresses
 from .test_browser import CHROMIUM_ARGS, TICKS_T
@@ -171,23 +172,12 @@ def _during_page_views(swarm: SwarmStack, action) -> tuple:
 
     async def go():
         done = asyncio.Event()
-        stream = Stream()
-
-        async def load():
-            while not done.is_set():
-                results = await asyncio.gather(
-                    *(page_view(swarm.url("/counter")) for _ in range(4)), return_exceptions=True
-                )
-                stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
-                stream.done += len(results)
-
-        running = asyncio.create_task(load())
+        load = asyncio.create_task(stream_of_page_views(swarm.url("/counter"), math.inf, concurrency=4, stop=done))
         await asyncio.sleep(1)
         result = await asyncio.to_thread(action)
         await asyncio.sleep(2)
         done.set()
-        await running
-        return stream, result
+        return await load, result
 
     # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
     with ThreadPoolExecutor(1) as thread:
