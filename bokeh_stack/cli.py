@@ -259,6 +259,7 @@ def cmd_supervisord(args: argparse.Namespace) -> int:
     rendering.render_checked(plan)
     argv, env = supervision.supervisord_command(plan, foreground=not args.daemon)
     sys.stdout.flush()
+    os.umask(supervision.UMASK)
     os.execve(argv[0], argv, env)  # supervisord takes this process over: it gets the signals directly
 
 
@@ -309,7 +310,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     if changed and not args.dry_run:
         privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}"))
         users.write(path, known)
-        privileges.own(plan, path)  # the sign-in process reads it as the workers' user
+        privileges.own(plan, path, plan.signin_user)  # the sign-in process reads it (render hands it over too)
     said = (f"would be {verb}" if args.dry_run else verb) if changed else "unchanged"
     if args.stateful:
         print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(f'user {name} {said} in {path}')}")

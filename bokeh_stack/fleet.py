@@ -93,8 +93,15 @@ class Scrape:
     at: float = field(default_factory=time.time)
 
 
-async def _get(host: str, port: int, path: str, timeout: float, unix_socket: str = "") -> str | None:
-    """The body of an HTTP/1.0 GET that answers 200, or None: a few lines, so the scrape needs no HTTP client."""
+async def request(
+    host: str, port: int, path: str, timeout: float, unix_socket: str = "", body: bytes | None = None
+) -> str | None:
+    """The body of an HTTP/1.0 GET (or POST of `body`) that answers 200, or None: a few lines, so the scrape needs
+    no HTTP client."""
+    if body is None:
+        head = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode()
+    else:
+        head = f"POST {path} HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
     try:
         async with asyncio.timeout(timeout):
             if unix_socket:
@@ -102,7 +109,7 @@ async def _get(host: str, port: int, path: str, timeout: float, unix_socket: str
             else:
                 reader, writer = await asyncio.open_connection(host, port)
             try:
-                writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+                writer.write(head)
                 await writer.drain()
                 response = await reader.read()
             finally:
@@ -114,7 +121,7 @@ async def _get(host: str, port: int, path: str, timeout: float, unix_socket: str
     return body.decode("utf-8", "replace") if len(status) > 1 and status[1] == b"200" else None
 
 
-async def _resolve(targets: Iterable[Target]) -> list[Target]:
+async def resolve_targets(targets: Iterable[Target]) -> list[Target]:
     """A worker host name that stands for several addresses (compose's `--scale workers=N`) is each of them."""
     targets = list(targets)
     # Each name once a scrape, not once per port; one that does not resolve stays in the scrape, down, by name.
@@ -137,10 +144,10 @@ async def scrape(
 ) -> Scrape:
     """Every worker's metrics and nginx's stub_status (host, port, path), at once."""
     start = time.perf_counter()
-    resolved = await _resolve(targets)
-    pages = [_get(t.host, t.port, metrics_path, timeout, t.socket) for t in resolved]
+    resolved = await resolve_targets(targets)
+    pages = [request(t.host, t.port, metrics_path, timeout, t.socket) for t in resolved]
     if nginx_status:
-        pages.append(_get(*nginx_status, timeout))
+        pages.append(request(*nginx_status, timeout))
     bodies = await asyncio.gather(*pages)
     workers = {t: _parse(body) for t, body in zip(resolved, bodies, strict=False)}
     nginx = _parse_stub_status(bodies[-1]) if nginx_status else None

@@ -13,6 +13,9 @@ from typing import Any
 USER_HEADER = "X-Bokeh-Stack-User"
 # The signed-in state (bokeh_stack/signin.py); never copied into a page's session token.
 SIGNIN_COOKIE = "bokeh_stack_signin"
+# Where a worker takes the names of users whose websockets it must close (bokeh_stack/hardening.py); under the
+# prefix, on the worker's own port, never routed by nginx.
+REVOKE_PATH = "/_bokeh_stack/revoke"
 
 
 def header_value(name: str) -> str:

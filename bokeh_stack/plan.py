@@ -29,6 +29,8 @@ def this_python() -> str:
 
 # Started as root with no `user` setting, the workers and nginx's workers run as this system user.
 SERVICE_USER = "bokeh-stack"
+# Started as root, the sign-in process runs as this system user: it alone reads the sign-in key and the users file.
+SIGNIN_USER = "bokeh-stack-signin"
 # The longest path a unix socket may have (Linux: 108 bytes with the terminating NUL).
 UNIX_PATH_MAX = 107
 
@@ -64,6 +66,12 @@ class RunPlan:
     @property
     def nginx_user(self) -> str | None:
         return self.worker_user
+
+    @property
+    def signin_user(self) -> str | None:
+        """Who runs the sign-in process: started as root, a user of its own (never the workers', who run app code);
+        started by another user, that user."""
+        return SIGNIN_USER if self.euid == 0 and self.with_signin else None
 
     @property
     def app_user(self) -> str | None:
@@ -185,6 +193,17 @@ class RunPlan:
         return self.settings.users_file
 
     @property
+    def signin_key_file(self) -> Path:
+        """The sign-in cookies' key, beside the users file (balancers that share one share the other); made at
+        provision time, read by the sign-in process alone."""
+        return self.users_file.with_name("signin.key")
+
+    @property
+    def revoked_file(self) -> Path:
+        """Sign-in cookies signed out before they expire (bokeh_stack/signin_rules.py), beside the users file."""
+        return self.users_file.with_name("signin-revoked.json")
+
+    @property
     def restarts_file(self) -> Path:
         """Restarts of each worker, kept by supervisord's event listener (bokeh_stack/restarts.py)."""
         return self.run_dir / "restarts.json"
@@ -219,6 +238,6 @@ class RunPlan:
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
             "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
             "access_log", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket", "signin_file",
-            "users_file", "restarts_file", "prometheus_config",
+            "users_file", "signin_key_file", "revoked_file", "restarts_file", "prometheus_config",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

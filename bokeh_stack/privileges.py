@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .plan import SERVICE_USER, RunPlan
+from .plan import SERVICE_USER, SIGNIN_USER, RunPlan
+from .secret import ensure_secret
 
 
 class PrivilegeError(RuntimeError):
@@ -37,42 +38,70 @@ def check(plan: RunPlan, log: Callable[[str], None]) -> None:
     if entry.pw_uid != 0:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         open_to(user, needed_paths(plan), log)
+    if plan.signin_user:
+        open_to(plan.signin_user, signin_paths(plan), log, role="who runs the sign-in process")
 
 
 def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
-    """Started as root with no `user` setting: create SERVICE_USER if this host has none yet."""
-    if plan.euid != 0 or plan.worker_user != SERVICE_USER:
+    """Started as root: create SERVICE_USER (no `user` setting) and, with sign-in, SIGNIN_USER, if this host has
+    them not yet. The sign-in user is in the workers' group: it reaches their sockets to close websockets."""
+    if plan.euid != 0:
         return
+    if plan.worker_user == SERVICE_USER and _create_system_user(SERVICE_USER):
+        log(f"created the system user {SERVICE_USER}: the workers and nginx's workers run as it (setting user)")
+    if plan.signin_user and plan.worker_user:
+        group = grp.getgrgid(_user(plan.worker_user).pw_gid).gr_name
+        if _create_system_user(SIGNIN_USER, group):
+            log(f"created the system user {SIGNIN_USER}: the sign-in process runs as it, apart from the apps' code")
+        elif SIGNIN_USER not in grp.getgrnam(group).gr_mem:
+            _run(["usermod", "--append", "--groups", group, SIGNIN_USER], f"add {SIGNIN_USER} to group {group}")
+
+
+def _create_system_user(name: str, group: str = "") -> bool:
+    """Create a system user with no login and no home; False if it exists."""
     try:
-        pwd.getpwnam(SERVICE_USER)
-        return
+        pwd.getpwnam(name)
+        return False
     except KeyError:
         pass
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    command = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
-    command += ["--shell", "/usr/sbin/nologin", SERVICE_USER]
-    result = subprocess.run(command, capture_output=True, text=True)
+    command = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+    command += ["--shell", "/usr/sbin/nologin", *(["--groups", group] if group else []), name]
+    _run(command, f"create the system user {name}")
+    return True
+
+
+def _run(command: list[str], what: str) -> None:
+    tool = shutil.which(command[0]) or f"/usr/sbin/{command[0]}"
+    result = subprocess.run([tool, *command[1:]], capture_output=True, text=True)
     if result.returncode != 0:
-        raise PrivilegeError(f"could not create the system user {SERVICE_USER}: {result.stderr.strip()}")
-    log(f"created the system user {SERVICE_USER}: the workers and nginx's workers run as it (setting user)")
+        raise PrivilegeError(f"could not {what}: {result.stderr.strip()}")
 
 
 def needed_paths(plan: RunPlan) -> list[Path]:
     """What the workers' user must read: this Python (the interpreter, its environment and its standard library),
-    the apps, the python_path and the runtime dir (worker arguments, sockets, static files); with sign-in, what the
-    sign-in process reads (the users file, the OIDC client secret)."""
-    python = Path(os.path.realpath(plan.python))
-    paths = [python, Path(sys.prefix), Path(sys.base_prefix), plan.settings.apps_dir, *plan.settings.python_path]
+    the apps, the python_path and the runtime dir (worker arguments, sockets, static files)."""
+    paths = [*_python_paths(plan), plan.settings.apps_dir, *plan.settings.python_path]
     paths.append(plan.run_dir)
-    auth = plan.settings.auth
-    if plan.with_signin and auth["mode"] == "oidc":
-        paths.append(Path(auth["oidc"]["client_secret_file"]))
-    if plan.with_signin and auth["mode"] == "password" and plan.users_file.exists():
-        paths.append(plan.users_file)
     return paths
 
 
-def open_to(user: str, paths: Iterable[Path], log: Callable[[str], None]) -> None:
+def signin_paths(plan: RunPlan) -> list[Path]:
+    """What the sign-in user must read: this Python, its settings (signin.json), its key, the users file, the
+    OIDC client secret."""
+    paths = [*_python_paths(plan), plan.signin_file.parent]
+    auth = plan.settings.auth
+    if auth["mode"] == "oidc":
+        paths.append(Path(auth["oidc"]["client_secret_file"]))
+    # The key, the users file and the revoked cookies are handed to the sign-in user at render (signin_files): here,
+    # only the way to them.
+    return paths + [plan.users_file.parent]
+
+
+def _python_paths(plan: RunPlan) -> list[Path]:
+    return [Path(os.path.realpath(plan.python)), Path(sys.prefix), Path(sys.base_prefix)]
+
+
+def open_to(user: str, paths: Iterable[Path], log: Callable[[str], None], role: str = "who runs the workers") -> None:
     """Give `user` search permission on every directory above `paths` that keeps it out, then check it can read
     each path itself (that one is the operator's to open: it may hold more than the stack's)."""
     paths = [p.resolve() for p in paths]
@@ -89,7 +118,7 @@ def open_to(user: str, paths: Iterable[Path], log: Callable[[str], None]) -> Non
     if unreadable:
         listed = ", ".join(str(p) for p in unreadable)
         raise PrivilegeError(
-            f"user {user} (who runs the workers) cannot read {listed}: make it readable to that user "
+            f"user {user} ({role}) cannot read {listed}: make it readable to that user "
             f"(e.g. chmod -R o+rX, or setfacl -R -m u:{user}:rX), or choose another user (setting user)"
         )
 
@@ -122,7 +151,7 @@ def _grant_search(user: str, directory: Path) -> None:
     setfacl = shutil.which("setfacl")
     if setfacl is None:
         raise PrivilegeError(
-            f"user {user} (who runs the workers) cannot pass through {directory}: install the acl package "
+            f"user {user} cannot pass through {directory}: install the acl package "
             f"(apt-get install acl) so that bokeh-stack can open it to that user alone, or run "
             f"`chmod o+x {directory}`, or keep the stack and its Python elsewhere"
         )
@@ -131,18 +160,55 @@ def _grant_search(user: str, directory: Path) -> None:
         raise PrivilegeError(f"could not open {directory} to user {user}: {result.stderr.strip()}")
 
 
-def private_dir(plan: RunPlan, directory: Path) -> None:
-    """A directory the workers' user alone may enter (nginx's workers run as it too): its sockets live there."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
+def private_dir(plan: RunPlan, directory: Path, mode: int = 0o700) -> None:
+    """A directory the workers' user alone may enter (nginx's workers run as it too), or with mode 0o750 their
+    group too: their sockets live there."""
+    directory.mkdir(mode=mode, parents=True, exist_ok=True)
+    directory.chmod(mode)
     own(plan, directory)
 
 
-def own(plan: RunPlan, directory: Path) -> None:
-    """Started as root, hand `directory` to the workers' user."""
-    if plan.euid == 0 and plan.worker_user:
-        user = _user(plan.worker_user)
-        os.chown(directory, user.pw_uid, user.pw_gid)
+def own(plan: RunPlan, path: Path, user: str | None = None) -> None:
+    """Started as root, hand `path` to `user` (default: the workers' user) and the workers' group."""
+    user = user or plan.worker_user
+    if plan.euid == 0 and user:
+        group = _user(plan.worker_user).pw_gid if plan.worker_user else _user(user).pw_gid
+        os.chown(path, _user(user).pw_uid, group)
+
+
+def log_dir(plan: RunPlan) -> None:
+    """The logs (what clients sent, user names) are for root and the stack's group only: the directory 0750 (its
+    group the workers', set-group-id so that new logs take it), every log in it 0640 (supervisord's umask)."""
+    directory = plan.log_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    group = _existing_gid(plan.worker_user) if plan.euid == 0 else None
+    if group is not None:
+        os.chown(directory, 0, group)
+    directory.chmod(0o750 if group is None else 0o2750)
+    for log in directory.glob("*.log*"):
+        if log.is_file() and log.stat().st_mode & 0o027:
+            log.chmod(log.stat().st_mode & 0o750)
+
+
+def signin_files(plan: RunPlan) -> None:
+    """The sign-in process's directory (its socket: nginx's workers, in the workers' group, may enter), its key
+    (made here on first provisioning) and its revoked cookies, its user's alone."""
+    plan.signin_dir.mkdir(parents=True, exist_ok=True)
+    plan.signin_dir.chmod(0o750 if plan.signin_user else 0o700)
+    own(plan, plan.signin_dir, plan.signin_user)
+    ensure_secret(plan.signin_key_file, environ={})
+    plan.revoked_file.touch(mode=0o600, exist_ok=True)
+    for path in (plan.signin_key_file, plan.revoked_file, plan.users_file):
+        if path.exists():
+            path.chmod(0o600)
+            own(plan, path, plan.signin_user)
+
+
+def _existing_gid(user: str | None) -> int | None:
+    try:
+        return pwd.getpwnam(user).pw_gid if user else None
+    except KeyError:
+        return None
 
 
 def _user(name: str) -> pwd.struct_passwd:

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files, upstreams
+from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files, supervision, upstreams
 from .apps import app_info
 from .plan import UNIX_PATH_MAX, RunPlan
 from .settings import Pool, Settings, local_address, url_host
@@ -102,9 +102,11 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "worker_mode": _worker_mode(s),
         "token_headers": [_header_name(h) for h in ("X-Real-IP", identity.USER_HEADER, *s.session["pass_headers"])],
         "user": None,
-        "signin": signin,
+        "signin_program": signin.PROGRAM,
+        "umask": supervision.UMASK,
         "user_header": identity.USER_HEADER,
         "ops_listen": fleet.host_port(s.ops["address"], s.ops["port"]),
+        "ops_server_names": s.ops_server_names,
         "ops_local": local_address(s.ops["address"]),
         "ops_target": fleet.ops_target(s),
         "ops_origin": ops.TRUSTED_ORIGIN,
@@ -145,6 +147,10 @@ def signin_config(plan: RunPlan, apps: list[dict[str, Any]]) -> dict[str, Any]:
         "session_hours": s.auth["session_hours"],
         "failed_per_minute": s.auth["failed_per_minute"],
         "users_file": str(plan.users_file),
+        "key_file": str(plan.signin_key_file),
+        "revoked_file": str(plan.revoked_file),
+        "workers": [dataclasses.asdict(t) for t in fleet.targets(plan)],
+        "revoke_path": f"{s.prefix}{identity.REVOKE_PATH}",
         "oidc": {**s.auth["oidc"], "scopes": list(s.auth["oidc"]["scopes"])},
         "access": {app: {key: list(names) for key, names in rule.items()} for app, rule in s.access.items()},
         "apps": [{key: app[key] for key in index_keys} for app in apps],
@@ -173,7 +179,8 @@ def _worker_mode(s: Settings) -> str:
         flags = "--plain "
     else:
         flags = "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
-    return flags + ("" if s.ops["metrics"] else "--no-metrics ")
+    flags += "" if s.ops["metrics"] else "--no-metrics "
+    return flags + ("--client-session-ids " if s.session["client_session_ids"] else "")
 
 
 def environment() -> jinja2.Environment:
@@ -224,15 +231,16 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
     returns the files whose content changed."""
     check_socket_paths(plan)
     files = outputs(plan)
-    for directory in (plan.log_dir, plan.nginx_temp):
-        directory.mkdir(parents=True, exist_ok=True)
+    plan.nginx_temp.mkdir(parents=True, exist_ok=True)
+    privileges.log_dir(plan)
     if plan.with_nginx:
         privileges.own(plan, plan.nginx_temp)  # nginx's workers buffer large bodies there
         privileges.private_dir(plan, plan.ops_dir)
     if plan.with_signin:
-        privileges.private_dir(plan, plan.signin_dir)
+        privileges.signin_files(plan)
     if plan.with_workers and plan.settings.worker_sockets:
-        privileges.private_dir(plan, plan.sockets_dir)
+        # The workers' group may enter: nginx's workers run as their user, the sign-in process is in their group.
+        privileges.private_dir(plan, plan.sockets_dir, mode=0o750)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]

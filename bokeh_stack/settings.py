@@ -171,6 +171,14 @@ class Settings:
         return Path(self.auth["users_file"]) if self.auth["users_file"] else self.runtime_dir / "users.json"
 
     @property
+    def ops_server_names(self) -> tuple[str, ...]:
+        """The Host names the ops listener answers to: setting ops.server_names (or localhost and the loopback and
+        listening addresses), and always the address this host itself reaches it at (the ops process, status)."""
+        names = list(self.ops["server_names"]) or ["localhost", "127.0.0.1", "::1", self.ops["address"]]
+        names.append(local_address(self.ops["address"]))
+        return tuple(dict.fromkeys(url_host(n) for n in names if n not in ("0.0.0.0", "::")))
+
+    @property
     def apps(self) -> tuple[str, ...]:
         return tuple(sorted(app for pool in self.pools for app in pool.apps))
 
@@ -437,7 +445,11 @@ def _build(
     for group in ("session", "nginx", "watchdog"):
         for key, value in raw[group].items():
             dotted = f"{group}.{key}"
-            if isinstance(value, int) and value < (0 if dotted in ZERO_MEANS_OFF else 1):
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and value < (0 if dotted in ZERO_MEANS_OFF else 1)
+            ):
                 wanted = "0 (off) or positive" if dotted in ZERO_MEANS_OFF else "positive"
                 problems.append(f"{dotted} must be {wanted}, got {value}")
     for key, pattern, kind in (("pass_cookies", _COOKIE_NAME, "cookie"), ("pass_headers", _HEADER_NAME, "header")):
@@ -480,7 +492,11 @@ def _build(
     public_port = raw["tls"]["port"] if tls_on else port
     origins = raw["public_origins"] or [_origin(name, public_port) for name in raw["server_names"] if name != "*"]
     values = {key: tuple(raw[key]) if isinstance(raw[key], list) else raw[key] for key in schema}
-    values["ops"] = {**raw["ops"], "allow": tuple(raw["ops"]["allow"])}
+    values["ops"] = {
+        **raw["ops"],
+        "allow": tuple(raw["ops"]["allow"]),
+        "server_names": tuple(raw["ops"]["server_names"]),
+    }
     values["auth"] = {**raw["auth"], "oidc": {**raw["auth"]["oidc"], "scopes": tuple(raw["auth"]["oidc"]["scopes"])}}
     values["access"] = access
     values["function_apps"] = {app: source.function for app, source in sources.items() if source.function}
@@ -539,6 +555,9 @@ def _check_ops(ops: Mapping[str, Any], problems: list[str]) -> None:
     _check_address(ops["address"], "ops.address", problems)
     _check_port(ops["port"], "ops.port", problems)
     _check_networks(ops["allow"], "ops.allow", problems)
+    for name in ops["server_names"]:
+        if not _HOST.match(name) and not is_ip(name.strip("[]")):
+            problems.append(f"ops.server_names: {name!r} is not a host name or address")
 
 
 def _check_networks(networks: list[str], key: str, problems: list[str]) -> None:

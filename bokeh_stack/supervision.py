@@ -46,6 +46,11 @@ def supervisord_running(socket: Path) -> int | None:
         return None
 
 
+# supervisord's, so its logs and what its processes write are for root and the stack's group only (logs hold what
+# clients sent). supervisord sets its `umask` setting only when it goes to the background: its starters set it too.
+UMASK = 0o027
+
+
 def supervisord_command(
     plan: RunPlan, foreground: bool = True, silent: bool = False
 ) -> tuple[list[str], dict[str, str]]:
@@ -53,7 +58,7 @@ def supervisord_command(
     workers' BOKEH_SECRET_KEY; generated on first start). The one way every starter starts it: `bokeh-stack up`,
     `bokeh-stack supervisord` (containers, Salt, the systemd unit)."""
     env = dict(os.environ)
-    if plan.with_workers or plan.with_signin:  # the sign-in cookie's key is derived from it
+    if plan.with_workers:
         env[ENV_VAR] = ensure_secret(plan.secret_file)
     argv = [plan.python, "-m", "supervisor.supervisord", "-c", str(plan.supervisord_conf)]
     if foreground:  # silent: its log only in its log file, not also on stdout
@@ -64,7 +69,7 @@ def supervisord_command(
 def start_supervisord(plan: RunPlan, foreground: bool = True, silent: bool = False) -> subprocess.Popen:
     """supervisord as a child in its own process group (in the background: the child exits once it is there)."""
     argv, env = supervisord_command(plan, foreground, silent)
-    return subprocess.Popen(argv, env=env, start_new_session=True)
+    return subprocess.Popen(argv, env=env, start_new_session=True, umask=UMASK)
 
 
 def shutdown(plan: RunPlan, timeout_s: float = 60) -> int | None:

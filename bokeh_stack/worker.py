@@ -1,4 +1,5 @@
-"""A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT`
+"""A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics]
+[--client-session-ids] ARGS_FILE PORT`
 runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port}
 replaced by PORT), with the stack's fixes to Bokeh (bokeh_stack/fixes.py, bokeh_stack/hardening.py) and its metrics
 (bokeh_stack/worker_metrics.py) checked and applied first. ARGS_FILE starts with the worker's own options, before
@@ -7,6 +8,7 @@ Bokeh's `serve`: `--python-path DIR` (put first on the import path) and `--funct
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -14,8 +16,11 @@ from . import fixes
 
 # The line a worker logs once it listens (Bokeh names its URLs only on a TCP port): the tests read it.
 LISTENING = "bokeh-stack worker listening on"
-USAGE = "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] ARGS_FILE PORT"
-FLAGS = ("--plain", "--warn-mismatch", "--no-metrics")
+USAGE = (
+    "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] [--client-session-ids] "
+    "ARGS_FILE PORT"
+)
+FLAGS = ("--plain", "--warn-mismatch", "--no-metrics", "--client-session-ids")
 # What serve_function_apps assumes of Bokeh's serve command.
 SERVE_EXPECTS = (
     fixes.Expect(
@@ -76,6 +81,10 @@ def log_where_it_listens() -> None:
     original = Serve.customize_server
 
     def customize_server(self: Serve, server: Any) -> Any:
+        if not server.port:
+            # nginx (the workers' user) and the sign-in process (a member of the workers' group, which closes
+            # signed-out users' websockets) connect; the socket's directory keeps everyone else out.
+            os.chmod(server.unix_socket, 0o660)
         where = f"{server.address or '*'}:{server.port}" if server.port else f"unix socket {server.unix_socket}"
         logging.getLogger("bokeh.server.server").info("%s %s", LISTENING, where)  # Bokeh's level: INFO
         return original(self, server)
@@ -98,6 +107,8 @@ def main(argv: list[str]) -> None:
         from . import hardening
 
         chosen += fixes.FIXES + hardening.FIXES
+        if "--client-session-ids" in flags:  # settings session.client_session_ids: the operator allows them
+            chosen = tuple(fix for fix in chosen if fix.name != "no_client_session_ids")
     if "--no-metrics" not in flags:
         from . import worker_metrics
 

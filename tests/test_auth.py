@@ -3,15 +3,18 @@ what nginx is told (rendered and passed by nginx -t)."""
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 from bokeh.document import Document
 
-from bokeh_stack import current_user, identity, signin, users
+from bokeh_stack import current_user, identity, signin, signin_rules, users
+from bokeh_stack import plan as plan_module
 from bokeh_stack import render as rendering
 from bokeh_stack.plan import RunPlan
 from bokeh_stack.settings import load
@@ -87,16 +90,67 @@ def test_a_users_file_not_written_by_bokeh_stack_is_named(tmp_path):
         users.read(path)
 
 
-def test_failed_sign_ins_are_counted_per_address_for_a_minute_in_bounded_memory():
-    failures = signin.FailedSignins(per_minute=5)
-    for t in range(5):
-        assert failures.retry_after("10.0.0.1", t) == 0
-        failures.record("10.0.0.1", t)
-    assert failures.retry_after("10.0.0.1", 5) == 56 and failures.retry_after("10.0.0.2", 5) == 0
-    assert failures.retry_after("10.0.0.1", 60.5) == 0, "the first failure is a minute old"
-    for i in range(signin.TRACKED_ADDRESSES + 10):
-        failures.record(f"addr-{i}", 100)
-    assert len(failures._failures) == signin.TRACKED_ADDRESSES
+def test_sign_in_attempts_count_before_they_are_checked_per_address_and_per_account():
+    limits = signin_rules.SigninLimits(per_minute=5)
+    for t in range(5):  # five attempts at once: each counts before its password is checked
+        assert limits.retry_after("10.0.0.1", "alice", t) == (0, "")
+        limits.attempt("10.0.0.1", "alice", t)
+    assert limits.retry_after("10.0.0.1", "bob", 5) == (56, "address"), "the address, whoever it tries"
+    assert limits.retry_after("10.0.0.1", "bob", 60.5) == (0, ""), "the first attempt is a minute old"
+    assert limits.retry_after("10.0.0.2", "alice", 5) == (0, ""), "5 failures on an account are free"
+    limits.attempt("10.0.0.2", "alice", 5)
+    assert limits.retry_after("10.0.0.3", "alice", 5.5) == (2, "account"), "the 7th: 2 s after the 6th"
+    for n in range(6, 20):  # many addresses at one account: the wait doubles, up to its bound
+        limits.attempt(f"10.1.0.{n}", "alice", 10 + n)
+    assert limits.retry_after("10.9.9.9", "alice", 29) == (signin_rules.ACCOUNT_MAX_DELAY_S + 1, "account")
+    assert limits.retry_after("10.9.9.9", "alice", 29 + signin_rules.ACCOUNT_MAX_DELAY_S) == (0, ""), "never more"
+    limits.attempt("10.0.0.9", "carol", 0)
+    limits.succeeded("10.0.0.9", "carol", 0)
+    assert not limits.addresses.recent("10.0.0.9", 1) and not limits.accounts.recent("carol", 1), "a right one"
+    for i in range(signin_rules.TRACKED_KEYS + 10):
+        limits.attempt(f"addr-{i}", f"user-{i}", 100)
+    assert len(limits.addresses._attempts) == len(limits.accounts._attempts) == signin_rules.TRACKED_KEYS
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%09/evil.example", "/\t/evil.example", "//evil.example", "/\\evil.example", "/%5Cevil.example",
+        "/%2F/evil.example", "/%20/evil.example", "/%252F%252Fevil.example", "https://evil.example/",
+        "javascript:alert(1)",
+        "/a\r\nSet-Cookie: x=1", "/%0d%0aSet-Cookie:%20x=1", "/ evil", "/../evil", "/dashx/app", "/other/app",
+        "/" + "a" * 3000, "", None,
+    ],
+)  # fmt: skip
+def test_after_sign_in_a_browser_goes_to_a_path_of_this_stack_only(target):
+    assert signin_rules.safe_next("/dash", target) == "/dash/"
+
+
+def test_after_sign_in_a_browser_goes_back_where_it_was():
+    for target in ("/dash/", "/dash/cosine", "/dash/cosine?N=5&x=%20y", "/dash/app/static/a.css"):
+        assert signin_rules.safe_next("/dash", target) == target
+    assert signin_rules.safe_next("", "/cosine?N=5") == "/cosine?N=5"
+
+
+def test_a_signed_out_cookie_stays_revoked_until_it_expires_for_every_reader(tmp_path):
+    path = tmp_path / "signin-revoked.json"
+    writer, reader = signin_rules.RevokedCookies(path), signin_rules.RevokedCookies(path)
+    assert not reader.revoked("a")
+    writer.revoke("a", time.time() + 60)
+    writer.revoke("old", time.time() - 1)
+    assert reader.revoked("a") and reader.revoked("old")
+    writer.revoke("b", time.time() + 60)
+    assert reader.revoked("b") and not reader.revoked("old"), "expired records are dropped"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_cookie_of_mode_password_names_its_users_password_and_groups():
+    key = b"k" * 48
+    alice = users.User("alice", "$argon2id$one", ("lab",))
+    assert signin.fingerprint(key, alice) == signin.fingerprint(key, users.User("alice", "$argon2id$one", ("lab",)))
+    assert signin.fingerprint(key, alice) != signin.fingerprint(key, users.User("alice", "$argon2id$two", ("lab",)))
+    assert signin.fingerprint(key, alice) != signin.fingerprint(key, users.User("alice", "$argon2id$one", ()))
+    assert signin.fingerprint(key, alice) != signin.fingerprint(b"o" * 48, alice)
 
 
 def test_access_by_user_or_group():
@@ -107,9 +161,16 @@ def test_access_by_user_or_group():
     assert signin.may_open(access, signin.Identity("carol", ()), "streaming"), "an app not listed: every user"
 
 
-def test_a_cookie_key_differs_from_the_secret_and_per_secret():
-    secret = "s" * 48
-    assert signin.cookie_key(secret) != secret.encode() and signin.cookie_key(secret) != signin.cookie_key("t" * 48)
+def test_the_sign_in_process_runs_apart_from_the_workers_and_never_holds_their_secret(tmp_path):
+    settings = load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path),
+                                           "auth": {"mode": "password"}})  # fmt: skip
+    conf = rendering.outputs(RunPlan(settings, euid=0))[RunPlan(settings).supervisord_conf]
+    program = conf.split(f"[program:{signin.PROGRAM}]")[1].split("\n\n")[0]
+    assert f"user={plan_module.SIGNIN_USER}\n" in program and plan_module.SIGNIN_USER != plan_module.SERVICE_USER
+    assert 'BOKEH_SECRET_KEY=""' in program, "the workers' secret is not handed to it"
+    assert "umask=027" in conf, "logs are the stack's group's alone"
+    signin_json = json.loads(rendering.outputs(RunPlan(settings))[RunPlan(settings).signin_file])
+    assert signin_json["key_file"] == str(tmp_path / "signin.key")
 
 
 def test_current_user_is_none_without_sign_in_and_any_name_with_it():

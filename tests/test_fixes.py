@@ -24,7 +24,8 @@ from bokeh.document.modules import DocumentModuleManager
 from bokeh.models import Div
 from bokeh.server.server import Server
 
-from bokeh_stack import fixes, hardening, limits, worker
+from bokeh_stack import fixes, fleet, hardening, identity, limits, worker
+from bokeh_stack.identity import USER_HEADER
 from harness.pageview import connect_and_pull, open_page
 from harness.stack import TEST_APPS, free_ports, wait_for
 
@@ -247,7 +248,13 @@ class Worker:
     """`python -m bokeh_stack.worker` as supervisord runs it, on a loopback port, stopped by its process group."""
 
     def __init__(
-        self, tmp: Path, apps: list[Path], secret: str, plain: bool = False, extra: tuple[str, ...] = ()
+        self,
+        tmp: Path,
+        apps: list[Path],
+        secret: str,
+        plain: bool = False,
+        extra: tuple[str, ...] = (),
+        flags: tuple[str, ...] = (),
     ) -> None:
         self.port = free_ports(1)
         args = tmp / f"worker-{self.port}.args"
@@ -257,7 +264,7 @@ class Worker:
         lines += ["--use-xheaders", *extra]  # as behind nginx: X-Real-IP is the client
         args.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "BOKEH_SECRET_KEY": secret, "BOKEH_SIGN_SESSIONS": "true"}
-        command = [sys.executable, "-m", "bokeh_stack.worker", *(["--plain"] if plain else []), str(args)]
+        command = [sys.executable, "-m", "bokeh_stack.worker", *(["--plain"] if plain else []), *flags, str(args)]
         self.log = tmp / f"worker-{self.port}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -385,3 +392,92 @@ def test_the_listening_line_hooks_what_bokeh_offers():
     assert callable(Serve.customize_server)
     assert isinstance(Server.port, property) and isinstance(Server.unix_socket, property)
     assert isinstance(Server.address, property)
+
+
+def _token(page: bytes) -> str:
+    return re.search(rb'"token"\s*:\s*"([A-Za-z0-9_.\-=]+)"', page).group(1).decode()
+
+
+async def _open_ws(w: Worker, token: str, user: str):
+    """A websocket to the ticker app as nginx forwards it for `user` (USER_HEADER), or the HTTP status refusing it."""
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    headers = {"Origin": f"http://127.0.0.1:{w.port}", USER_HEADER: user}
+    request = HTTPRequest(f"ws://127.0.0.1:{w.port}/ticker/ws", headers=headers)
+    try:
+        return await websocket_connect(request, subprotocols=["bokeh", token])
+    except HTTPClientError as e:
+        return e.code
+
+
+def test_a_client_neither_chooses_nor_joins_a_session_by_id(tmp_path):
+    """A link carrying a session id (or a token) does not drop its visitor into the sender's session; an operator
+    who allows client session ids still keeps every user out of sessions built for another (403)."""
+    from bokeh.util.token import get_session_id
+
+    secret, extra = "s" * 48, ("--include-headers", USER_HEADER)
+    started = [Worker(tmp_path, [TEST_APPS / "ticker"], secret, extra=extra)]
+    try:
+        fixed = started[0]
+        sent = _token(fixed.get("/ticker")[1])
+        sender = get_session_id(sent)
+        for path, headers in (
+            (f"/ticker?bokeh-session-id={sender}", {}),
+            ("/ticker", {"Bokeh-Session-Id": sender}),
+            (f"/ticker?bokeh-token={sent}", {}),
+        ):
+            status, page = fixed.get(path, headers)
+            assert status == 200 and get_session_id(_token(page)) != sender, f"{path} {headers}: joined the sender's"
+
+        started.append(Worker(tmp_path, [TEST_APPS / "ticker"], secret, extra=extra, flags=("--client-session-ids",)))
+        allowing = started[1]
+        # bob's page on one worker; alice, on another that allows client session ids, opens a session of that id
+        bob = _token(fixed.get("/ticker", {USER_HEADER: "bob"})[1])
+        status, alices = allowing.get(f"/ticker?bokeh-session-id={get_session_id(bob)}", {USER_HEADER: "alice"})
+        assert status == 200 and get_session_id(_token(alices)) == get_session_id(bob), "allowed: alice chose its id"
+        assert allowing.get(f"/ticker?bokeh-session-id={get_session_id(bob)}", {USER_HEADER: "bob"})[0] == 403
+
+        async def websockets():
+            into_alices = await _open_ws(allowing, bob, "bob")
+            bobs_as_alice = await _open_ws(fixed, bob, "alice")
+            own = await _open_ws(fixed, bob, "bob")
+            if not isinstance(own, int):
+                own.close()
+            return into_alices, bobs_as_alice, own
+
+        into_alices, bobs_as_alice, own = asyncio.run(websockets())
+        assert into_alices == 403, "bob's token into the session built for alice"
+        assert bobs_as_alice == 403, "bob's token, alice's request"
+        assert not isinstance(own, int), f"bob's own websocket: HTTP {own}"
+        assert "this session was built for another user" in allowing.log.read_text()
+    finally:
+        for w in started:
+            w.stop()
+
+
+def test_a_signed_out_users_websockets_are_closed_by_the_revoke_endpoint(tmp_path):
+    w = Worker(tmp_path, [TEST_APPS / "ticker"], "s" * 48, extra=("--include-headers", USER_HEADER))
+    try:
+
+        async def revoke_bob():
+            pages = {u: _token(w.get("/ticker", {USER_HEADER: u})[1]) for u in ("bob", "alice")}
+            sockets = {u: await _open_ws(w, token, u) for u, token in pages.items()}
+            for ws in sockets.values():
+                assert await asyncio.wait_for(ws.read_message(), 10) is not None  # the ACK
+            answer = await fleet.request(
+                "127.0.0.1", w.port, identity.REVOKE_PATH, 5, body=json.dumps({"users": ["bob"]}).encode()
+            )
+            while (message := await asyncio.wait_for(sockets["bob"].read_message(), 10)) is not None:
+                pass
+            bob_code = sockets["bob"].close_code
+            alice_open = sockets["alice"].protocol is not None and sockets["alice"].close_code is None
+            sockets["alice"].close()
+            bad = await fleet.request("127.0.0.1", w.port, identity.REVOKE_PATH, 5, body=b"not json")
+            return json.loads(answer), bob_code, alice_open, bad, message
+
+        answer, bob_code, alice_open, bad, _ = asyncio.run(revoke_bob())
+        assert answer == {"closed": 1} and bob_code == 1008 and alice_open
+        assert bad is None, "a bad request is refused (400)"
+    finally:
+        w.stop()

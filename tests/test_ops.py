@@ -33,16 +33,16 @@ def stack(tmp_path_factory):
     running.stop()
 
 
-def get(url: str, source: str | None = None) -> tuple[int, str]:
-    """Status and body of a GET, optionally from another loopback address."""
+def get(url: str, source: str | None = None, host: str | None = None, headers: str = "") -> tuple[int, str]:
+    """Status and body of a GET, optionally from another loopback address, with another Host or more headers."""
     parts = urllib.parse.urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10, source_address=(source or "", 0)) as conn:
-        conn.sendall(f"GET {parts.path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+        conn.sendall(f"GET {parts.path} HTTP/1.0\r\nHost: {host or parts.netloc}\r\n{headers}\r\n".encode())
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
+    return int(head.split()[1]), body.decode(errors="replace")
 
 
 def metrics(stack) -> list:
@@ -110,6 +110,23 @@ def test_metrics_count_open_sessions_on_the_ops_listener_only(stack):
         assert get(f"http://127.0.0.1:{stack.settings.port}{path}")[0] == 404, path
     assert get(stack.ops_url("/metrics"), source="127.0.0.2")[0] == 403
     assert get(stack.ops_url("/"), source="127.0.0.2")[0] == 403
+
+
+def test_the_ops_listener_answers_only_its_own_names(stack):
+    """A web page an operator has open cannot rebind a name of its own to the ops listener (DNS rebinding): any
+    other Host gets 421, and the dashboard's websocket opens only from the dashboard's own origin."""
+    port = stack.settings.ops["port"]
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        assert get(stack.ops_url("/metrics"), host=f"{host}:{port}")[0] == 200, host
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+        for path in ("/metrics", "/ops", "/ops/ws"):
+            assert get(stack.ops_url(path), host=host)[0] == 421, (host, path)
+    upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    upgrade += "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    other_origin = upgrade + f"Origin: http://evil.example:{port}\r\n"
+    assert get(stack.ops_url("/ops/ws"), headers=other_origin)[0] == 403
+    own_origin = upgrade + f"Origin: http://127.0.0.1:{port}\r\n"
+    assert get(stack.ops_url("/ops/ws"), headers=own_origin)[0] == 101
 
 
 @pytest.fixture

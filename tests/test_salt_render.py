@@ -122,7 +122,7 @@ def test_a_pillar_with_sign_in_keeps_its_users_passwords_off_command_lines(tmp_p
                      "access": {"streaming": {"groups": ["lab"]}}, "trusted_proxies": ["10.0.0.0/8"]},
         "users": {"alice": {"password": password, "groups": ["lab"]}},
     })  # fmt: skip
-    assert "bokeh-config-secret" in states, "a balancer with sign-in keeps the secret its cookie key comes from"
+    assert "bokeh-config-secret" not in states, "the sign-in process has a key of its own, not the workers' secret"
     user = states["bokeh-signin-user-alice"]
     assert arg(user, "stdin") == password and arg(user, "output_loglevel") == "quiet"
     assert password not in arg(user, "name") and "--group lab" in arg(user, "name")

@@ -21,10 +21,10 @@ bokeh-config-settings:
     - require:
       - file: bokeh-config-directory
 
-{%- if bokeh.worker or bokeh.signin %}
+{%- if bokeh.worker %}
 
-# One secret signs every worker's session ids (and, derived from it, the sign-in cookies): from the pillar, or
-# generated here once; never shown.
+# One secret signs every worker's session ids: from the pillar, or generated here once; never shown. Workers alone
+# get it: the sign-in process (on a balancer) has a key of its own, made by `bokeh-stack apply` beside the users file.
 bokeh-config-secret:
   cmd.run:
     - name: {{ stack }} secret --stateful {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
