@@ -11,7 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import privileges
+from .fixes import Expect, unmet
 from .settings import Settings
+
+# What _build assumes of Bokeh: how `bokeh serve` builds an app from a path, and how a handler says it failed.
+EXPECTS = (
+    Expect("bokeh.command.util:build_single_handler_application", params=("path",)),
+    Expect("bokeh.application.handlers.handler:Handler.failed"),
+    Expect("bokeh.application.handlers.handler:Handler.error"),
+    Expect("bokeh.application.handlers.handler:Handler.error_detail"),
+)
 
 
 def check_apps(settings: Settings, user: str | None = None, timeout: float = 60.0) -> dict[str, str | None]:
@@ -41,6 +50,10 @@ def check_apps(settings: Settings, user: str | None = None, timeout: float = 60.
 
 
 def _build(argv: list[str]) -> int:
+    changed = unmet(EXPECTS)
+    if changed:
+        print(f"bokeh-stack cannot check apps with this Bokeh: {'; '.join(changed)}")
+        return 2
     from bokeh.command.util import build_single_handler_application
 
     from . import function_apps

@@ -489,6 +489,8 @@ FIXES = (
             Expect("tornado.httpserver:HTTPServer.close_all_connections", coroutine=True),
             Expect("tornado.websocket:WebSocketHandler.close", params=("code", "reason")),
             Expect(f"{WS}.__init__", uses=("write_lock",)),
+            Expect("tornado.websocket:WebSocketHandler.__init__", uses=("ws_connection",)),
+            Expect("tornado.websocket:WebSocketProtocol.__init__", uses=("stream",)),
         ),
     ),
     Fix(
@@ -498,6 +500,8 @@ FIXES = (
             Expect(f"{WS}._async_open", coroutine=True, params=("token",), uses=("create_session_if_needed",)),
             Expect("bokeh.server.contexts:ApplicationContext.get_session", uses=("ProtocolError",)),
             Expect("bokeh.server.session:ServerSession.with_document_locked", coroutine=True),
+            Expect("bokeh.document.document:Document.__init__", uses=("callbacks",)),
+            Expect("bokeh.document.callbacks:DocumentCallbackManager.trigger_event", params=("event",)),
         ),
     ),
     Fix(
@@ -506,6 +510,8 @@ FIXES = (
         (
             Expect("bokeh.application.application:Application.initialize_document", uses=("modify_document",)),
             Expect("bokeh.application.handlers.handler:Handler.failed"),
+            Expect("bokeh.application.handlers.handler:Handler.error"),
+            Expect("bokeh.application.handlers.handler:Handler.error_detail"),
             Expect("bokeh.server.views.session_handler:SessionHandler.get_session", coroutine=True),
             Expect("tornado.web:Finish"),
         ),

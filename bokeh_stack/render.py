@@ -18,6 +18,8 @@ import jinja2
 
 from . import __version__, fleet, identity, limits, ops, privileges, signin, static_files, supervision, upstreams
 from .apps import app_info
+from .files import write_atomically
+from .fixes import Expect, unmet
 from .plan import UNIX_PATH_MAX, RunPlan
 from .settings import Pool, Settings, local_address, url_host
 
@@ -42,6 +44,10 @@ def templates_root() -> Path:
 
 class RenderError(RuntimeError):
     """A rendered config that its own program refuses (nginx -t)."""
+
+
+# What rendering takes from Bokeh: where its static files and its favicon are (checked by render_checked).
+BOKEH_EXPECTS = (Expect("bokeh.util.paths:static_path"), Expect("bokeh.settings:Settings.ico_path"))
 
 
 def bokeh_static_dir() -> Path:
@@ -248,6 +254,9 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
 
 def render_checked(plan: RunPlan) -> list[Path]:
     """render(), but only once nginx accepts the candidate config: a bad one never replaces a good one."""
+    changed = unmet(BOKEH_EXPECTS)
+    if changed:
+        raise RenderError(f"this Bokeh does not say where its static files are as bokeh-stack expects: {changed}")
     privileges.ensure_service_user(plan, lambda line: print(f"bokeh-stack: {line}", flush=True))
     if plan.with_nginx:
         with tempfile.TemporaryDirectory(prefix="bokeh-stack-candidate-") as tmp:
@@ -273,12 +282,9 @@ def check_socket_paths(plan: RunPlan) -> None:
 
 def _write(path: Path, text: str) -> bool:
     """Replace the file in one step, so a reader never sees half a config; False if it already said that."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, text)
     return True
 
 

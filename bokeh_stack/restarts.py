@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from .files import write_atomically
+
 # A process goes STARTING from one of these when supervisord restarts it on its own.
 UNPLANNED_FROM = {"EXITED", "BACKOFF"}
 
@@ -25,9 +27,7 @@ def counts(path: Path) -> dict[str, int]:
 
 
 def _write(path: Path, supervisord_pid: int, restarts: dict[str, int]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"supervisord_pid": supervisord_pid, "counts": restarts}, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps({"supervisord_pid": supervisord_pid, "counts": restarts}, sort_keys=True))
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,8 @@ import secrets
 import time
 from pathlib import Path
 
+from .files import write_atomically
+
 ENV_VAR = "BOKEH_SECRET_KEY"
 # Bokeh wants at least 32 bytes; the characters are kept to those safe inside supervisord's environment line.
 _VALID = re.compile(r"^[A-Za-z0-9_+/=.-]{32,}$")
@@ -62,11 +64,5 @@ def write_secret(path: Path, key: str, dry_run: bool = False) -> bool:
     if path.exists() and path.read_text().strip() == key and path.stat().st_mode & 0o777 == 0o600:
         return False
     if not dry_run:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
-        os.replace(tmp, path)
+        write_atomically(path, key + "\n", mode=0o600)
     return True

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from .files import write_atomically
 from .identity import SIGNIN_COOKIE
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
@@ -273,11 +274,8 @@ def write_record(settings: Settings) -> Path:
     """Record what these settings were made of (their file and the environment and flags given), in the runtime
     dir: every later command acts on that stack with them."""
     path = record_file(settings.runtime_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# What bokeh-stack up was started with; apply and reload rewrite it. Do not edit: change the settings.\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + yaml.safe_dump(settings.record, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomically(path, text + yaml.safe_dump(settings.record, sort_keys=True))
     return path
 
 

@@ -5,9 +5,10 @@ every browser that loads it (71 instead of 2975 requests/s, bench/static.py), so
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
+
+from .files import write_atomically
 
 COMPRESSIBLE = {".js", ".mjs", ".css", ".json", ".map", ".svg"}
 MIN_BYTES = 1024
@@ -41,6 +42,4 @@ def build(source: Path, target: Path) -> bool:
 
 
 def _write_once(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(path, data)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from .files import write_atomically
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -54,15 +55,10 @@ def read(path: Path) -> dict[str, User]:
 
 def write(path: Path, users: dict[str, User]) -> None:
     """Replace the file in one step, mode 0600 from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(
         {"users": {u.name: {"hash": u.password_hash, "groups": list(u.groups)} for u in users.values()}}, indent=2
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, text + "\n", mode=0o600)
 
 
 def check_name(name: str) -> str:

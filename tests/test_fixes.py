@@ -40,6 +40,9 @@ def undo():
 def test_every_fix_fits_the_pinned_bokeh():
     assert fixes.check() == {}
     assert fixes.check(hardening.FIXES) == {}
+    from bokeh_stack import app_check, render
+
+    assert fixes.unmet(app_check.EXPECTS) == [] and fixes.unmet(render.BOKEH_EXPECTS) == []
 
 
 def test_a_worker_log_record_is_cut_whatever_a_client_sent():
