@@ -31,6 +31,9 @@ def this_python() -> str:
 SERVICE_USER = "bokeh-stack"
 # Started as root, the sign-in process runs as this system user: it alone reads the sign-in key and the users file.
 SIGNIN_USER = "bokeh-stack-signin"
+# Started as root, the group of the users who talk over the stack's unix sockets (the workers' user, as whom nginx's
+# workers run too, and the sign-in user), and of the directories that hold them.
+SOCKETS_GROUP = "bokeh-stack-sockets"
 # The longest path a unix socket may have (Linux: 108 bytes with the terminating NUL).
 UNIX_PATH_MAX = 107
 
@@ -72,6 +75,10 @@ class RunPlan:
         """Who runs the sign-in process: started as root, a user of its own (never the workers', who run app code);
         started by another user, that user."""
         return SIGNIN_USER if self.euid == 0 and self.with_signin else None
+
+    @property
+    def sockets_group(self) -> str | None:
+        return SOCKETS_GROUP if self.euid == 0 and self.worker_user else None
 
     @property
     def app_user(self) -> str | None:

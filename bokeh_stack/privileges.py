@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .plan import SERVICE_USER, SIGNIN_USER, RunPlan
+from .plan import SERVICE_USER, SIGNIN_USER, SOCKETS_GROUP, RunPlan
 from .secret import ensure_secret
 
 
@@ -44,20 +44,24 @@ def check(plan: RunPlan, log: Callable[[str], None]) -> None:
 
 def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
     """Started as root: create SERVICE_USER (no `user` setting) and, with sign-in, SIGNIN_USER, if this host has
-    them not yet. The sign-in user is in the workers' group: it reaches their sockets to close websockets."""
+    them not yet, and put both in SOCKETS_GROUP (nginx's workers reach the sign-in socket, the sign-in process the
+    workers' sockets, to close a signed-out user's websockets)."""
     if plan.euid != 0:
         return
     if plan.worker_user == SERVICE_USER and _create_system_user(SERVICE_USER):
         log(f"created the system user {SERVICE_USER}: the workers and nginx's workers run as it (setting user)")
-    if plan.signin_user and plan.worker_user:
-        group = grp.getgrgid(_user(plan.worker_user).pw_gid).gr_name
-        if _create_system_user(SIGNIN_USER, group):
-            log(f"created the system user {SIGNIN_USER}: the sign-in process runs as it, apart from the apps' code")
-        elif SIGNIN_USER not in grp.getgrnam(group).gr_mem:
-            _run(["usermod", "--append", "--groups", group, SIGNIN_USER], f"add {SIGNIN_USER} to group {group}")
+    if plan.signin_user and _create_system_user(SIGNIN_USER):
+        log(f"created the system user {SIGNIN_USER}: the sign-in process runs as it, apart from the apps' code")
+    if plan.sockets_group and plan.worker_user != "root":
+        if _create_system_group(SOCKETS_GROUP):
+            log(f"created the group {SOCKETS_GROUP}: its members talk over the stack's unix sockets")
+        for user in filter(None, (plan.worker_user, plan.signin_user)):
+            if user not in grp.getgrnam(SOCKETS_GROUP).gr_mem:
+                _run(["usermod", "--append", "--groups", SOCKETS_GROUP, user], f"add {user} to {SOCKETS_GROUP}")
+                log(f"added user {user} to the group {SOCKETS_GROUP}")
 
 
-def _create_system_user(name: str, group: str = "") -> bool:
+def _create_system_user(name: str) -> bool:
     """Create a system user with no login and no home; False if it exists."""
     try:
         pwd.getpwnam(name)
@@ -65,8 +69,17 @@ def _create_system_user(name: str, group: str = "") -> bool:
     except KeyError:
         pass
     command = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
-    command += ["--shell", "/usr/sbin/nologin", *(["--groups", group] if group else []), name]
-    _run(command, f"create the system user {name}")
+    _run([*command, "--shell", "/usr/sbin/nologin", name], f"create the system user {name}")
+    return True
+
+
+def _create_system_group(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return False
+    except KeyError:
+        pass
+    _run(["groupadd", "--system", name], f"create the group {name}")
     return True
 
 
@@ -160,20 +173,31 @@ def _grant_search(user: str, directory: Path) -> None:
         raise PrivilegeError(f"could not open {directory} to user {user}: {result.stderr.strip()}")
 
 
-def private_dir(plan: RunPlan, directory: Path, mode: int = 0o700) -> None:
-    """A directory the workers' user alone may enter (nginx's workers run as it too), or with mode 0o750 their
-    group too: their sockets live there."""
-    directory.mkdir(mode=mode, parents=True, exist_ok=True)
-    directory.chmod(mode)
+def private_dir(plan: RunPlan, directory: Path) -> None:
+    """A directory the workers' user alone may enter (nginx's workers run as it too)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     own(plan, directory)
 
 
+def sockets_dir(plan: RunPlan, directory: Path, user: str | None) -> None:
+    """A directory of unix sockets: `user`'s, and started as root entered by SOCKETS_GROUP alone (set-group-id, so
+    that a socket made there is that group's), else its user's alone."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    group = _existing_gid(plan.sockets_group, group=True)
+    if plan.euid == 0 and user and group is not None:
+        os.chown(directory, _user(user).pw_uid, group)
+        directory.chmod(0o2750)
+    else:
+        directory.chmod(0o700)
+
+
 def own(plan: RunPlan, path: Path, user: str | None = None) -> None:
-    """Started as root, hand `path` to `user` (default: the workers' user) and the workers' group."""
+    """Started as root, hand `path` to `user` (default: the workers' user) and that user's group."""
     user = user or plan.worker_user
     if plan.euid == 0 and user:
-        group = _user(plan.worker_user).pw_gid if plan.worker_user else _user(user).pw_gid
-        os.chown(path, _user(user).pw_uid, group)
+        entry = _user(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def log_dir(plan: RunPlan) -> None:
@@ -193,9 +217,7 @@ def log_dir(plan: RunPlan) -> None:
 def signin_files(plan: RunPlan) -> None:
     """The sign-in process's directory (its socket: nginx's workers, in the workers' group, may enter), its key
     (made here on first provisioning) and its revoked cookies, its user's alone."""
-    plan.signin_dir.mkdir(parents=True, exist_ok=True)
-    plan.signin_dir.chmod(0o750 if plan.signin_user else 0o700)
-    own(plan, plan.signin_dir, plan.signin_user)
+    sockets_dir(plan, plan.signin_dir, plan.signin_user)
     ensure_secret(plan.signin_key_file, environ={})
     plan.revoked_file.touch(mode=0o600, exist_ok=True)
     for path in (plan.signin_key_file, plan.revoked_file, plan.users_file):
@@ -204,9 +226,12 @@ def signin_files(plan: RunPlan) -> None:
             own(plan, path, plan.signin_user)
 
 
-def _existing_gid(user: str | None) -> int | None:
+def _existing_gid(name: str | None, group: bool = False) -> int | None:
+    """The primary group of user `name` (or the group `name`), None if there is none."""
     try:
-        return pwd.getpwnam(user).pw_gid if user else None
+        if not name:
+            return None
+        return grp.getgrnam(name).gr_gid if group else pwd.getpwnam(name).pw_gid
     except KeyError:
         return None
 

@@ -245,8 +245,7 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
     if plan.with_signin:
         privileges.signin_files(plan)
     if plan.with_workers and plan.settings.worker_sockets:
-        # The workers' group may enter: nginx's workers run as their user, the sign-in process is in their group.
-        privileges.private_dir(plan, plan.sockets_dir, mode=0o750)
+        privileges.sockets_dir(plan, plan.sockets_dir, plan.worker_user)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]

@@ -27,7 +27,10 @@ def counts(path: Path) -> dict[str, int]:
 
 
 def _write(path: Path, supervisord_pid: int, restarts: dict[str, int]) -> None:
-    write_atomically(path, json.dumps({"supervisord_pid": supervisord_pid, "counts": restarts}, sort_keys=True))
+    # Read by the workers (their restart counter), under supervisord's umask 027.
+    write_atomically(
+        path, json.dumps({"supervisord_pid": supervisord_pid, "counts": restarts}, sort_keys=True), mode=0o644
+    )
 
 
 def main(argv: list[str]) -> int:

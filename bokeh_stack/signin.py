@@ -570,8 +570,8 @@ def main(argv: list[str]) -> int:
         log.error("cannot sign anyone in without the sign-in key: %s", e)
         return 1
     gate = Gate(config, key)
-    # Its directory lets in only this process's user and the workers' group (nginx's workers).
-    socket = bind_unix_socket(config.socket, mode=0o666)
+    # Its directory (privileges.sockets_dir) gives it the group of nginx's workers.
+    socket = bind_unix_socket(config.socket, mode=0o660)
     server = HTTPServer(application(gate), xheaders=True, max_header_size=64 * 1024, max_body_size=64 * 1024)
     server.add_socket(socket)
     loop = IOLoop.current()

@@ -82,8 +82,8 @@ def log_where_it_listens() -> None:
 
     def customize_server(self: Serve, server: Any) -> Any:
         if not server.port:
-            # nginx (the workers' user) and the sign-in process (a member of the workers' group, which closes
-            # signed-out users' websockets) connect; the socket's directory keeps everyone else out.
+            # nginx (the workers' user) and the sign-in process (a member of the directory's group, which closes
+            # signed-out users' websockets) connect (privileges.sockets_dir).
             os.chmod(server.unix_socket, 0o660)
         where = f"{server.address or '*'}:{server.port}" if server.port else f"unix socket {server.unix_socket}"
         logging.getLogger("bokeh.server.server").info("%s %s", LISTENING, where)  # Bokeh's level: INFO

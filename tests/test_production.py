@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import grp
 import json
 import os
 import pwd
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
 from bokeh_stack.fleet import local_target
-from bokeh_stack.plan import SERVICE_USER
+from bokeh_stack.plan import SERVICE_USER, SIGNIN_USER, SOCKETS_GROUP
 from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
     SHIPPED_APPS,
@@ -497,7 +498,15 @@ def test_workers_listen_only_on_unix_sockets_no_other_local_user_can_reach(harde
         socket_path = local_target(plan, plan.settings.pools[0], worker.port).socket
         assert Path(socket_path).parent == plan.sockets_dir and Path(socket_path).is_socket()
     sockets_dir = plan.sockets_dir.stat()
-    assert sockets_dir.st_mode & 0o777 == 0o700 and pwd.getpwuid(sockets_dir.st_uid).pw_name == running_as
+    assert pwd.getpwuid(sockets_dir.st_uid).pw_name == running_as
+    if os.geteuid() == 0:  # entered by the sockets group alone: the workers' user and the sign-in user
+        assert sockets_dir.st_mode & 0o7777 == 0o2750 and grp.getgrgid(sockets_dir.st_gid).gr_name == SOCKETS_GROUP
+        assert set(grp.getgrnam(SOCKETS_GROUP).gr_mem) <= {SERVICE_USER, SIGNIN_USER}
+        for worker in hardened.workers():
+            socket_file = Path(local_target(plan, plan.settings.pools[0], worker.port).socket).stat()
+            assert socket_file.st_mode & 0o777 == 0o660 and socket_file.st_gid == sockets_dir.st_gid
+    else:
+        assert sockets_dir.st_mode & 0o777 == 0o700
     # nginx's workers run as the workers' user (they connect to the sockets), its master as who started it.
     nginx = next(p for p in psutil.Process(hardened.rpc().getPID()).children() if p.name() == "nginx")
     assert {child.username() for child in nginx.children()} == {running_as}
