@@ -63,22 +63,16 @@ def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
 
 def _create_system_user(name: str) -> bool:
     """Create a system user with no login and no home; False if it exists."""
-    try:
-        pwd.getpwnam(name)
+    if _existing_gid(name) is not None:
         return False
-    except KeyError:
-        pass
     command = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
     _run([*command, "--shell", "/usr/sbin/nologin", name], f"create the system user {name}")
     return True
 
 
 def _create_system_group(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
+    if _existing_gid(name, group=True) is not None:
         return False
-    except KeyError:
-        pass
     _run(["groupadd", "--system", name], f"create the group {name}")
     return True
 
