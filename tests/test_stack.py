@@ -14,11 +14,12 @@ import urllib.request
 
 import pytest
 import yaml
+from bokeh.util.token import get_session_id
 
 from bokeh_stack import supervision
 from bokeh_stack.fleet import local_target
 from bokeh_stack.worker import LISTENING
-from harness.pageview import PageViewError, open_page, page_view
+from harness.pageview import _TOKEN, PageViewError, open_page, page_view
 from harness.stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
 
 pytestmark = pytest.mark.stack
@@ -62,6 +63,15 @@ def test_every_shipped_app_serves_through_nginx(stacks):
     assert http_get(stack.url("/nothing-here"))[0] == 404
     # Another Host name gets nginx's default server, never an app.
     assert http_get(stack.url("/cosine"), {"Host": "evil.example"})[0] == 421
+    # Without sign-in too, a link carrying someone's session id or token gets its visitor a session of its own.
+    sent = _TOKEN.search(http_get(stack.url("/press_me"))[2]).group(1).decode()
+    for path, headers in (
+        (f"/press_me?bokeh-session-id={get_session_id(sent)}", {}),
+        ("/press_me", {"Bokeh-Session-Id": get_session_id(sent)}),
+        (f"/press_me?bokeh-token={sent}", {}),
+    ):
+        status, _, page = http_get(stack.url(path), headers)
+        assert status == 200 and get_session_id(_TOKEN.search(page).group(1).decode()) != get_session_id(sent), path
 
 
 def test_one_execution_per_page_view_with_every_worker_used(stacks, tmp_path):
