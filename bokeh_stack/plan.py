@@ -31,9 +31,10 @@ def this_python() -> str:
 SERVICE_USER = "bokeh-stack"
 # Started as root, the sign-in process runs as this system user: it alone reads the sign-in key and the users file.
 SIGNIN_USER = "bokeh-stack-signin"
-# Started as root, the group of the users who talk over the stack's unix sockets (the workers' user, as whom nginx's
-# workers run too, and the sign-in user), and of the directories that hold them.
-SOCKETS_GROUP = "bokeh-stack-sockets"
+# Started as root, the group `<workers' user>-sockets` holds the users who talk over the stack's unix sockets (the
+# workers' user, as whom nginx's workers run too, and the sign-in user), and owns the directories that hold them:
+# one group per workers' user, so that stacks run by different users cannot reach each other's sockets.
+SOCKETS_GROUP_SUFFIX = "-sockets"
 # The longest path a unix socket may have (Linux: 108 bytes with the terminating NUL).
 UNIX_PATH_MAX = 107
 
@@ -78,7 +79,9 @@ class RunPlan:
 
     @property
     def sockets_group(self) -> str | None:
-        return SOCKETS_GROUP if self.euid == 0 and self.worker_user else None
+        if self.euid != 0 or not self.worker_user or self.worker_user == "root":
+            return None
+        return f"{self.worker_user}{SOCKETS_GROUP_SUFFIX}"
 
     @property
     def app_user(self) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .plan import SERVICE_USER, SIGNIN_USER, SOCKETS_GROUP, RunPlan
+from .plan import SERVICE_USER, SIGNIN_USER, RunPlan
 from .secret import ensure_secret
 
 
@@ -44,7 +44,7 @@ def check(plan: RunPlan, log: Callable[[str], None]) -> None:
 
 def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
     """Started as root: create SERVICE_USER (no `user` setting) and, with sign-in, SIGNIN_USER, if this host has
-    them not yet, and put both in SOCKETS_GROUP (nginx's workers reach the sign-in socket, the sign-in process the
+    them not yet, and put both in the sockets group (nginx's workers reach the sign-in socket, the sign-in process the
     workers' sockets, to close a signed-out user's websockets)."""
     if plan.euid != 0:
         return
@@ -52,13 +52,14 @@ def ensure_service_user(plan: RunPlan, log: Callable[[str], None]) -> None:
         log(f"created the system user {SERVICE_USER}: the workers and nginx's workers run as it (setting user)")
     if plan.signin_user and _create_system_user(SIGNIN_USER):
         log(f"created the system user {SIGNIN_USER}: the sign-in process runs as it, apart from the apps' code")
-    if plan.sockets_group and plan.worker_user != "root":
-        if _create_system_group(SOCKETS_GROUP):
-            log(f"created the group {SOCKETS_GROUP}: its members talk over the stack's unix sockets")
+    group = plan.sockets_group
+    if group:
+        if _create_system_group(group):
+            log(f"created the group {group}: its members talk over the stack's unix sockets")
         for user in filter(None, (plan.worker_user, plan.signin_user)):
-            if user not in grp.getgrnam(SOCKETS_GROUP).gr_mem:
-                _run(["usermod", "--append", "--groups", SOCKETS_GROUP, user], f"add {user} to {SOCKETS_GROUP}")
-                log(f"added user {user} to the group {SOCKETS_GROUP}")
+            if user not in grp.getgrnam(group).gr_mem:
+                _run(["usermod", "--append", "--groups", group, user], f"add {user} to {group}")
+                log(f"added user {user} to the group {group}")
 
 
 def _create_system_user(name: str) -> bool:
@@ -175,7 +176,7 @@ def private_dir(plan: RunPlan, directory: Path) -> None:
 
 
 def sockets_dir(plan: RunPlan, directory: Path, user: str | None) -> None:
-    """A directory of unix sockets: `user`'s, and started as root entered by SOCKETS_GROUP alone (set-group-id, so
+    """A directory of unix sockets: `user`'s, and started as root entered by the sockets group alone (set-group-id, so
     that a socket made there is that group's), else its user's alone."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     group = _existing_gid(plan.sockets_group, group=True)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
 from bokeh_stack.fleet import local_target
-from bokeh_stack.plan import SERVICE_USER, SIGNIN_USER, SOCKETS_GROUP
+from bokeh_stack.plan import SERVICE_USER, SIGNIN_USER
 from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
     SHIPPED_APPS,
@@ -500,8 +500,9 @@ def test_workers_listen_only_on_unix_sockets_no_other_local_user_can_reach(harde
     sockets_dir = plan.sockets_dir.stat()
     assert pwd.getpwuid(sockets_dir.st_uid).pw_name == running_as
     if os.geteuid() == 0:  # entered by the sockets group alone: the workers' user and the sign-in user
-        assert sockets_dir.st_mode & 0o7777 == 0o2750 and grp.getgrgid(sockets_dir.st_gid).gr_name == SOCKETS_GROUP
-        assert set(grp.getgrnam(SOCKETS_GROUP).gr_mem) <= {SERVICE_USER, SIGNIN_USER}
+        group = grp.getgrgid(sockets_dir.st_gid).gr_name
+        assert sockets_dir.st_mode & 0o7777 == 0o2750 and group == plan.sockets_group == f"{SERVICE_USER}-sockets"
+        assert set(grp.getgrnam(group).gr_mem) <= {SERVICE_USER, SIGNIN_USER}, "stacks of other users keep out"
         for worker in hardened.workers():
             socket_file = Path(local_target(plan, plan.settings.pools[0], worker.port).socket).stat()
             assert socket_file.st_mode & 0o777 == 0o660 and socket_file.st_gid == sockets_dir.st_gid
