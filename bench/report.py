@@ -17,7 +17,7 @@ from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
 from bench.signin_cost import SigninCost
-from bokeh_stack.plan import find_nginx
+from bokeh_stack.config.plan import find_nginx
 
 LETTERS = {"single": "(a)", "num_procs": "(b)", "recipe": "(c)", "stack": ""}
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import jinja2
 import psutil
 
-from bokeh_stack import supervision
-from bokeh_stack.plan import find_nginx
-from bokeh_stack.render import bokeh_static_dir
-from bokeh_stack.settings import load
+from bokeh_stack.config import topology
+from bokeh_stack.config.plan import find_nginx
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning.render import bokeh_static_dir
 from harness.stack import free_ports, start_stack, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _answers(port: int, path: str = "/") -> bool:
-    return supervision.get_status("127.0.0.1", port, path, timeout=2) == 200
+    return topology.Endpoint("127.0.0.1", port).get_status(path, timeout=2) == 200
 
 
 def bokeh_serve(apps: list[Path], port: int, public_port: int, session: dict, extra: list[str] = ()) -> list[str]:

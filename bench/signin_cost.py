@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.metrics_cost import on_off_ratio
 from bench.pageviews import page_views
 from bench.setups import started
-from bokeh_stack import signin
+from bokeh_stack.daemons.signin.gate import COOKIE
 from harness.pageview import sign_in
 
 USER, PASSWORD = "bench", "a bench passphrase"
@@ -57,7 +57,7 @@ async def signed_in_cookie(base_url: str) -> str:
     status, jar, _ = await sign_in(base_url.rstrip("/"), USER, PASSWORD)
     if status != 303:
         raise RuntimeError(f"the bench could not sign in: HTTP {status}")
-    return f"{signin.COOKIE}={jar.cookies[signin.COOKIE]}"
+    return f"{COOKIE}={jar.cookies[COOKIE]}"
 
 
 def markdown(cost: SigninCost) -> str:

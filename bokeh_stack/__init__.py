@@ -7,6 +7,6 @@ try:
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
 
-from .identity import current_user  # noqa: E402
+from bokeh_stack.identity import current_user  # noqa: E402
 
 __all__ = ["__version__", "current_user"]

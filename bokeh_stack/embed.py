@@ -1,6 +1,6 @@
 """A Bokeh server for programs that embed their own: `bokeh_stack.embed.Server` takes the arguments of
-`bokeh.server.server.Server` and serves the same way, with the stack's worker fixes applied (bokeh_stack/fixes.py,
-bokeh_stack/hardening.py): orphan sessions discarded without stalling the server, one garbage collection per batch
+`bokeh.server.server.Server` and serves the same way, with the stack's worker fixes applied (patches/fixes.py,
+patches/hardening.py): orphan sessions discarded without stalling the server, one garbage collection per batch
 of discards, a failed app answering 500, request headers as large as a proxy lets through, websockets without
 Nagle delays, tokens without credentials and bound to their app, protocol errors without tracebacks.
 
@@ -20,8 +20,11 @@ from typing import Any
 
 from bokeh.server.server import Server as BokehServer
 
-from . import fixes, hardening, limits
-from .settings import load_defaults
+from bokeh_stack.config import limits
+from bokeh_stack.config.expect import Expect
+from bokeh_stack.config.settings import load_defaults
+from bokeh_stack.patches import fixes, hardening
+from bokeh_stack.patches.patching import FixTargetChanged
 
 # Request headers a session token never carries (Bokeh copies every request header into the token it embeds in the
 # page, readable by any script there), unless include_headers or exclude_headers is given.
@@ -43,7 +46,7 @@ def apply_fixes() -> None:
         return
     changed = fixes.unmet(EXPECTS)
     if changed:
-        raise fixes.FixTargetChanged(f"bokeh_stack.embed.Server does not fit this Bokeh: {'; '.join(changed)}")
+        raise FixTargetChanged(f"bokeh_stack.embed.Server does not fit this Bokeh: {'; '.join(changed)}")
     fixes.apply(FIXES)
     _applied = True
 
@@ -106,15 +109,13 @@ class Server(BokehServer):
 
 
 EXPECTS = (
-    fixes.Expect("bokeh.server.server:BaseServer.stop", uses=("_stopped", "_tornado", "_http")),
-    fixes.Expect("bokeh.server.tornado:BokehTornado.applications"),
-    fixes.Expect("bokeh.server.contexts:ApplicationContext.__init__", uses=("_sessions", "_session_contexts")),
-    fixes.Expect("bokeh.server.contexts:ApplicationContext.sessions"),
-    fixes.Expect("bokeh.server.session:ServerSession.destroy"),
-    fixes.Expect("bokeh.server.session:ServerSession.destroyed"),
-    fixes.Expect("bokeh.application.application:Application.on_session_destroyed", coroutine=True),
-    fixes.Expect("tornado.web:RequestHandler.__init__", uses=("application",)),
-    fixes.Expect(
-        "bokeh.server.views.ws:WSHandler.on_close", uses=("connection", "notify_connection_lost", "client_lost")
-    ),
+    Expect("bokeh.server.server:BaseServer.stop", uses=("_stopped", "_tornado", "_http")),
+    Expect("bokeh.server.tornado:BokehTornado.applications"),
+    Expect("bokeh.server.contexts:ApplicationContext.__init__", uses=("_sessions", "_session_contexts")),
+    Expect("bokeh.server.contexts:ApplicationContext.sessions"),
+    Expect("bokeh.server.session:ServerSession.destroy"),
+    Expect("bokeh.server.session:ServerSession.destroyed"),
+    Expect("bokeh.application.application:Application.on_session_destroyed", coroutine=True),
+    Expect("tornado.web:RequestHandler.__init__", uses=("application",)),
+    Expect("bokeh.server.views.ws:WSHandler.on_close", uses=("connection", "notify_connection_lost", "client_lost")),
 )

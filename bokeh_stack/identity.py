@@ -2,7 +2,7 @@
 
 With sign-in on (settings auth.mode), nginx asks the sign-in process about every page and hands the worker the
 user's name in USER_HEADER, which it overwrites whatever the client sent; the page's session token carries it
-(the workers' --include-headers), and a token opens no websocket for another user (bokeh_stack/hardening.py).
+(the workers' --include-headers), and a token opens no websocket for another user (bokeh_stack/patches/hardening.py).
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ import urllib.parse
 from typing import Any
 
 USER_HEADER = "X-Bokeh-Stack-User"
-# The signed-in state (bokeh_stack/signin.py); never copied into a page's session token.
+# The signed-in state (bokeh_stack/daemons/signin.py); never copied into a page's session token.
 SIGNIN_COOKIE = "bokeh_stack_signin"
-# Where a worker takes the names of users whose websockets it must close (bokeh_stack/hardening.py); under the
-# prefix, on the worker's own port, never routed by nginx.
-REVOKE_PATH = "/_bokeh_stack/revoke"
 
 
 def header_value(name: str) -> str:

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from bokeh_stack import supervision
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import supervision
 
 from .pageview import CookieJar, PageView, page_view
 

@@ -126,7 +126,7 @@ def _debootstrap(tarball: Path) -> None:
 
 def upstream_addresses(nginx_logs: str) -> set[str]:
     """The worker addresses an nginx container reached last, as its upstreams program logged them
-    (`nginx reaches workers at 10.0.1.3 10.0.1.4`; bokeh_stack/upstreams.py)."""
+    (`nginx reaches workers at 10.0.1.3 10.0.1.4`; bokeh_stack/daemons/upstreams.py)."""
     lines = nginx_logs.splitlines()
     said = [line.rsplit("nginx reaches ", 1)[1] for line in lines if "nginx reaches workers at" in line]
     return set(said[-1].split(" at ", 1)[1].split()) if said else set()

@@ -11,12 +11,13 @@ import sys
 import pytest
 from bokeh.document import Document
 
-from bokeh_stack import function_apps, worker
-from bokeh_stack import render as rendering
-from bokeh_stack.app_check import check_apps
-from bokeh_stack.apps import app_info
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import SettingsError, load
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import SettingsError, load
+from bokeh_stack.daemons import worker
+from bokeh_stack.patches import function_apps
+from bokeh_stack.provisioning import render as rendering
+from bokeh_stack.provisioning.app_check import check_apps
+from bokeh_stack.provisioning.apps import app_info
 from harness.stack import ROOT, TEST_APPS, counter_apps
 
 KINDS = TEST_APPS / "kinds"
@@ -190,7 +191,7 @@ def test_notebooks_without_nbconvert_are_refused_with_the_extra_to_install(tmp_p
     shutil.copy(KINDS / "apps" / "notebook.ipynb", tmp_path)
     code = (
         "import sys; sys.modules['nbconvert'] = None\n"  # as if it were not installed
-        "from bokeh_stack.settings import load, SettingsError\n"
+        "from bokeh_stack.config.settings import load, SettingsError\n"
         f"try: load(environ={{}}, overrides={{'apps_dir': {str(tmp_path)!r}}})\n"
         "except SettingsError as e: print(e.problems)\n"
     )

@@ -13,11 +13,14 @@ import time
 import pytest
 from bokeh.document import Document
 
-from bokeh_stack import current_user, identity, signin, signin_rules, users
-from bokeh_stack import plan as plan_module
-from bokeh_stack import render as rendering
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack import current_user, identity
+from bokeh_stack.config import plan as plan_module
+from bokeh_stack.config import topology
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.daemons.signin import keys, users
+from bokeh_stack.daemons.signin import rules as signin_rules
+from bokeh_stack.provisioning import render as rendering
 from harness.stack import SHIPPED_APPS
 from tests.test_settings import problems
 
@@ -147,25 +150,25 @@ def test_a_signed_out_cookie_stays_revoked_until_it_expires_for_every_reader(tmp
 def test_a_cookie_of_mode_password_names_its_users_password_and_groups():
     key = b"k" * 48
     alice = users.User("alice", "$argon2id$one", ("lab",))
-    assert signin.fingerprint(key, alice) == signin.fingerprint(key, users.User("alice", "$argon2id$one", ("lab",)))
-    assert signin.fingerprint(key, alice) != signin.fingerprint(key, users.User("alice", "$argon2id$two", ("lab",)))
-    assert signin.fingerprint(key, alice) != signin.fingerprint(key, users.User("alice", "$argon2id$one", ()))
-    assert signin.fingerprint(key, alice) != signin.fingerprint(b"o" * 48, alice)
+    assert keys.fingerprint(key, alice) == keys.fingerprint(key, users.User("alice", "$argon2id$one", ("lab",)))
+    assert keys.fingerprint(key, alice) != keys.fingerprint(key, users.User("alice", "$argon2id$two", ("lab",)))
+    assert keys.fingerprint(key, alice) != keys.fingerprint(key, users.User("alice", "$argon2id$one", ()))
+    assert keys.fingerprint(key, alice) != keys.fingerprint(b"o" * 48, alice)
 
 
 def test_access_by_user_or_group():
     access = {"cosine": {"users": ["alice"], "groups": ["lab"]}}
-    assert signin.may_open(access, signin.Identity("alice", ()), "cosine")
-    assert signin.may_open(access, signin.Identity("bob", ("lab",)), "cosine")
-    assert not signin.may_open(access, signin.Identity("carol", ("ops",)), "cosine")
-    assert signin.may_open(access, signin.Identity("carol", ()), "streaming"), "an app not listed: every user"
+    assert keys.may_open(access, keys.Identity("alice", ()), "cosine")
+    assert keys.may_open(access, keys.Identity("bob", ("lab",)), "cosine")
+    assert not keys.may_open(access, keys.Identity("carol", ("ops",)), "cosine")
+    assert keys.may_open(access, keys.Identity("carol", ()), "streaming"), "an app not listed: every user"
 
 
 def test_the_sign_in_process_runs_apart_from_the_workers_and_never_holds_their_secret(tmp_path):
     settings = load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path),
                                            "auth": {"mode": "password"}})  # fmt: skip
     conf = rendering.outputs(RunPlan(settings, euid=0))[RunPlan(settings).supervisord_conf]
-    program = conf.split(f"[program:{signin.PROGRAM}]")[1].split("\n\n")[0]
+    program = conf.split(f"[program:{topology.SIGNIN}]")[1].split("\n\n")[0]
     assert f"user={plan_module.SIGNIN_USER}\n" in program and plan_module.SIGNIN_USER != plan_module.SERVICE_USER
     assert 'BOKEH_SECRET_KEY=""' in program, "the workers' secret is not handed to it"
     assert "umask=027" in conf, "logs are the stack's group's alone"
@@ -207,8 +210,8 @@ def test_nginx_asks_the_sign_in_process_about_every_page_and_websocket(tmp_path)
     assert "location = /dash/login {" in conf and "location = /dash/logout {" in conf
     assert f"server unix:{plan.signin_socket};" in conf
     config = rendering.signin_config(plan, [])
-    assert config["access"] == {"cosine": {"users": ["alice"], "groups": []}} and config["prefix"] == "/dash"
-    assert f"[program:{signin.PROGRAM}]" in plan.supervisord_conf.read_text()
+    assert config.access == {"cosine": {"users": ["alice"], "groups": []}} and config.prefix == "/dash"
+    assert f"[program:{topology.SIGNIN}]" in plan.supervisord_conf.read_text()
 
 
 def test_without_sign_in_a_client_cannot_name_a_user(tmp_path):
@@ -216,7 +219,7 @@ def test_without_sign_in_a_client_cannot_name_a_user(tmp_path):
     conf = plan.nginx_site_conf.read_text()
     assert "/_bokeh_stack/signin/" not in conf and 'proxy_set_header X-Bokeh-Stack-User "";' in conf
     assert "set_real_ip_from" not in conf
-    assert f"[program:{signin.PROGRAM}]" not in plan.supervisord_conf.read_text()
+    assert f"[program:{topology.SIGNIN}]" not in plan.supervisord_conf.read_text()
     assert not plan.signin_file.exists()
 
 

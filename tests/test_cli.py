@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bokeh_stack.config import topology
 from harness.pageview import page_view
 from harness.stack import SHIPPED_APPS, counter_apps, free_ports, run, wait_for, writable_record
 
@@ -269,7 +270,6 @@ def test_dev_mode_restarts_the_workers_when_an_app_is_saved(stacks, tmp_path):
 def test_a_probe_takes_only_an_http_answer_for_an_answer():
     """A TCP connection to a port nobody listens on yet can, in the ephemeral range, connect to itself and read its
     own request back: that, like any answer that is not HTTP, is no answer (it stopped a readiness wait once)."""
-    from bokeh_stack import supervision
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -283,4 +283,4 @@ def test_a_probe_takes_only_an_http_answer_for_an_answer():
         import threading
 
         threading.Thread(target=echo, daemon=True).start()
-        assert supervision.get_status("127.0.0.1", listener.getsockname()[1], "/", timeout=5) is None
+        assert topology.Endpoint("127.0.0.1", listener.getsockname()[1]).get_status("/", timeout=5) is None

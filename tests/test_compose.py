@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bokeh_stack.settings import discover_apps
+from bokeh_stack.config import topology
+from bokeh_stack.config.settings import discover_apps
 from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,
@@ -202,7 +203,8 @@ def test_a_killed_worker_process_comes_back_with_no_failed_page_view(stack):
         new = stack.exec(
             container, "supervisorctl", "-c", conf, "pid", "bokeh_default:bokeh_default_5100"
         ).stdout.strip()
-        healthy = stack.exec(container, "python", "-m", "bokeh_stack.container", "health", "workers").returncode == 0
+        health = ["python", "-m", topology.MODULES["container"], "health", "workers"]
+        healthy = stack.exec(container, *health).returncode == 0
         return new.isdigit() and new != pid and healthy
 
     wait_for(restarted, 30, "supervisord to restart the killed worker", interval=0.5)
@@ -310,7 +312,7 @@ def test_the_images_run_on_a_read_only_root_without_capabilities(stack):
         stack.engine.docker("run", "-d", "--name", f"{name}-nginx", *locked, "--tmpfs",
                             "/var/lib/bokeh-stack-auth:uid=10001", "bokeh-stack-nginx:0.1.0")  # fmt: skip
         for service in ("workers", "nginx"):
-            health = ["python", "-m", "bokeh_stack.container", "health", service]
+            health = ["python", "-m", topology.MODULES["container"], "health", service]
             wait_for(lambda s=service, h=health: stack.exec(f"{name}-{s}", *h).returncode == 0, 120,
                      f"the read-only {service} container to be healthy", interval=1)  # fmt: skip
     finally:

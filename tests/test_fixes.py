@@ -1,4 +1,4 @@
-"""The worker-side fixes (bokeh_stack/fixes.py): each one takes effect on the pinned Bokeh, and a fix whose target
+"""The worker-side fixes (patches/fixes.py): each one takes effect on the pinned Bokeh, and a fix whose target
 changed stops the worker with a message naming it. In-process tests undo what they applied; the others run real
 workers (`python -m bokeh_stack.worker`, with the fixes and --plain) on loopback ports."""
 
@@ -24,8 +24,11 @@ from bokeh.document.modules import DocumentModuleManager
 from bokeh.models import Div
 from bokeh.server.server import Server
 
-from bokeh_stack import fixes, fleet, hardening, identity, limits, worker
+from bokeh_stack.config import limits, topology
+from bokeh_stack.config.expect import unmet
+from bokeh_stack.daemons import worker
 from bokeh_stack.identity import USER_HEADER
+from bokeh_stack.patches import fixes, hardening, patching
 from harness.pageview import connect_and_pull, open_page
 from harness.stack import TEST_APPS, free_ports, wait_for
 
@@ -34,15 +37,16 @@ from harness.stack import TEST_APPS, free_ports, wait_for
 def undo():
     """What a test applies to Bokeh in this process is put back after it."""
     yield
-    fixes.undo()
+    patching.undo()
 
 
 def test_every_fix_fits_the_pinned_bokeh():
     assert fixes.check() == {}
     assert fixes.check(hardening.FIXES) == {}
-    from bokeh_stack import app_check, render
+    from bokeh_stack.daemons import app_check
+    from bokeh_stack.provisioning import render
 
-    assert fixes.unmet(app_check.EXPECTS) == [] and fixes.unmet(render.BOKEH_EXPECTS) == []
+    assert unmet(app_check.EXPECTS) == [] and unmet(render.BOKEH_EXPECTS) == []
 
 
 def test_a_worker_log_record_is_cut_whatever_a_client_sent():
@@ -86,12 +90,12 @@ def test_a_fix_whose_target_changed_stops_the_worker_naming_it(monkeypatch, tmp_
     message = str(stopped.value.code)
     assert f"do not fit Bokeh {bokeh_version}" in message and "coalesced_gc:" in message
     assert "interleaved_discards:" in message and "worker_fix_mismatch: warn" in message
-    assert fixes._replaced == [], "no fix is applied when one does not fit"
+    assert patching._replaced == [], "no fix is applied when one does not fit"
     # worker_fix_mismatch: warn runs the fixes that fit, without the others.
     assert sorted(fixes.apply(on_mismatch="warn")) == ["coalesced_gc", "interleaved_discards"]
     assert not isinstance(sys.modules["bokeh.document.document"].gc, fixes.CoalescedCollector)
     assert ApplicationContext._discard_session.__name__ == "_discard_session"
-    assert DocumentModuleManager.destroy.__module__ == "bokeh_stack.fixes"
+    assert DocumentModuleManager.destroy.__module__ == fixes.__name__
 
 
 def test_websocket_frames_are_sent_without_nagle_delay(undo):
@@ -216,7 +220,7 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, Title
 from bokeh.plotting import figure
 from bokeh.protocol import Protocol
-from bokeh_stack import fixes
+from bokeh_stack.patches import fixes
 
 doc = Document()
 source = ColumnDataSource(data={"x": [1.0], "y": [2.0]})
@@ -468,15 +472,15 @@ def test_a_signed_out_users_websockets_are_closed_by_the_revoke_endpoint(tmp_pat
             sockets = {u: await _open_ws(w, token, u) for u, token in pages.items()}
             for ws in sockets.values():
                 assert await asyncio.wait_for(ws.read_message(), 10) is not None  # the ACK
-            answer = await fleet.request(
-                "127.0.0.1", w.port, identity.REVOKE_PATH, 5, body=json.dumps({"users": ["bob"]}).encode()
+            answer = await topology.Endpoint("127.0.0.1", w.port).request(
+                topology.route("revoke"), 5, body=json.dumps({"users": ["bob"]}).encode()
             )
             while (message := await asyncio.wait_for(sockets["bob"].read_message(), 10)) is not None:
                 pass
             bob_code = sockets["bob"].close_code
             alice_open = sockets["alice"].protocol is not None and sockets["alice"].close_code is None
             sockets["alice"].close()
-            bad = await fleet.request("127.0.0.1", w.port, identity.REVOKE_PATH, 5, body=b"not json")
+            bad = await topology.Endpoint("127.0.0.1", w.port).request(topology.route("revoke"), 5, body=b"not json")
             return json.loads(answer), bob_code, alice_open, bad, message
 
         answer, bob_code, alice_open, bad, _ = asyncio.run(revoke_bob())

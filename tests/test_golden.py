@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from bokeh_stack import __version__
-from bokeh_stack import render as rendering
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import render as rendering
 from harness.stack import ROOT, SHIPPED_APPS
 
 GOLDEN = Path(__file__).with_name("golden")

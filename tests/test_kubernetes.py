@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bokeh_stack.settings import load
+from bokeh_stack.config.settings import load
 from harness.stack import ROOT, SHIPPED_APPS
 
 BASE = ROOT / "kubernetes"

@@ -1,4 +1,4 @@
-"""Numbers nginx, supervisord and the workers must agree on (bokeh_stack/limits.py), held pairwise in the configs
+"""Numbers nginx, supervisord and the workers must agree on (bokeh_stack/config/limits.py), held pairwise in the configs
 as rendered."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from bokeh_stack import limits
-from bokeh_stack import render as rendering
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack.config import limits
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import render as rendering
 from harness.stack import SHIPPED_APPS
 
 

@@ -10,7 +10,9 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bokeh_stack import fixes, fleet, worker_metrics
+from bokeh_stack.config import topology
+from bokeh_stack.daemons import fleet
+from bokeh_stack.patches import fixes, worker_metrics
 from harness.pageview import open_page
 from harness.stack import TEST_APPS, free_ports, wait_for
 
@@ -41,7 +43,7 @@ def counted(tmp_path_factory):
 
 
 def scrape_worker(w: Worker) -> list:
-    status, answer = w.get(worker_metrics.METRICS_PATH)
+    status, answer = w.get(topology.route("worker_metrics"))
     assert status == 200
     return samples(answer.split(b"\r\n\r\n", 1)[1].decode())
 
@@ -85,8 +87,8 @@ def test_a_worker_counts_sessions_by_state_and_how_they_end(counted):
 
 def test_the_fleet_scrape_labels_every_worker_series_and_reports_a_silent_worker_down(counted):
     silent = free_ports(1)
-    targets = [fleet.Target("127.0.0.1", counted.port, "live"), fleet.Target("127.0.0.1", silent, "gone")]
-    found = asyncio.run(fleet.scrape(targets, worker_metrics.METRICS_PATH))
+    targets = [topology.Target("127.0.0.1", counted.port, "live"), topology.Target("127.0.0.1", silent, "gone")]
+    found = asyncio.run(fleet.scrape(targets, topology.route("worker_metrics")))
     exposed = samples(generate_latest(fleet.FleetCollector(found)).decode())
     live, gone = f"127.0.0.1:{counted.port}", f"127.0.0.1:{silent}"
     assert value(exposed, "bokeh_stack_worker_up", worker=live, pool="live") == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bokeh_stack import signin
+from bokeh_stack.daemons.signin.gate import COOKIE
 from harness.stack import fetch, free_ports, wait_for
 from tests.test_browser import CHROMIUM_ARGS, DOCUMENT_READY
 from tests.test_stack import SHIPPED_APPS
@@ -105,7 +105,7 @@ def test_sign_in_with_openid_connect_in_chromium(stacks, provider, tmp_path):
             assert not any("code_verifier" in url for url in authorize), "the verifier is in no URL"
             assert "PKCE verified (S256)" in provider_log.read_text()
 
-            [cookie] = [c for c in context.cookies() if c["name"] == signin.COOKIE]
+            [cookie] = [c for c in context.cookies() if c["name"] == COOKIE]
             assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
             page.goto(f"{base}/")
             assert "Signed in as dana" in page.inner_text("header")

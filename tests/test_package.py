@@ -26,7 +26,7 @@ def test_the_wheel_holds_what_the_stack_needs_at_run_time(wheel):
         for p in (ROOT / d).glob("*.j2")
     }
     assert templates and templates <= names
-    assert "bokeh_stack/defaults.yaml" in names
+    assert "bokeh_stack/config/defaults.yaml" in names
     assert not [n for n in names if n.startswith(("tests/", "harness/", "bench/"))]
 
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from bokeh_stack import privileges
-from bokeh_stack.plan import SERVICE_USER, RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack.config.plan import SERVICE_USER, RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import privileges
 from harness.stack import SHIPPED_APPS
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root chooses who runs the workers")

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient
 
-from bokeh_stack.fleet import local_target
-from bokeh_stack.plan import SERVICE_USER, SIGNIN_USER
+from bokeh_stack.config.plan import SERVICE_USER, SIGNIN_USER
+from bokeh_stack.config.topology import local_target
 from harness.pageview import PageViewError, connect_and_pull, open_page, page_view
 from harness.stack import (
     SHIPPED_APPS,

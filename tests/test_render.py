@@ -13,11 +13,13 @@ import pytest
 from supervisor.options import ServerOptions
 
 import bokeh_stack
-from bokeh_stack import render as rendering
-from bokeh_stack import static_files, worker
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.render import RenderError
-from bokeh_stack.settings import load
+from bokeh_stack.config import topology
+from bokeh_stack.config.plan import RunPlan, static_tree
+from bokeh_stack.config.settings import load
+from bokeh_stack.daemons import worker
+from bokeh_stack.provisioning import render as rendering
+from bokeh_stack.provisioning import static_files
+from bokeh_stack.provisioning.render import RenderError
 from harness.stack import SHIPPED_APPS, counter_apps
 
 
@@ -76,7 +78,7 @@ def test_roles_balancer_and_worker(tmp_path):
     layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
     balancer = RunPlan(dataclasses.replace(layout.settings, role="balancer"))
     rendering.render_checked(balancer)
-    # localhost is a name: the upstreams program re-resolves it (bokeh_stack.upstreams)
+    # localhost is a name: the upstreams program re-resolves it (bokeh_stack.daemons.upstreams)
     assert set(supervisord_programs(balancer)) == {"nginx", "bokeh_stack_ops", "bokeh_stack_upstreams"}
     conf = layout.nginx_site_conf.read_text()
     assert "server 10.0.0.5:5100 " in conf and "server localhost:5101 " in conf
@@ -183,9 +185,9 @@ def test_bokehjs_is_served_from_a_precompressed_tree(tmp_path):
     (source / "js" / "bokeh.min.js").write_bytes(big)
     (source / "js" / "tiny.js").write_bytes(small)
     (source / "js" / "types.d.ts").write_bytes(big)
-    old = static_files.tree_for(tmp_path / "run", "0.0.1")
+    old = static_tree(tmp_path / "run", "0.0.1")
     old.mkdir(parents=True)
-    tree = static_files.tree_for(tmp_path / "run", "9.9.9")
+    tree = static_tree(tmp_path / "run", "9.9.9")
 
     assert static_files.build(source, tree)
     assert (tree / "js" / "bokeh.min.js").read_bytes() == big
@@ -227,7 +229,7 @@ def test_the_ops_listener_is_its_own_server_and_lets_in_only_loopback_and_ops_al
     assert "/metrics" not in public and "/ops" not in public and "unix:" not in public
     ops_file = json.loads(layout.ops_file.read_text())
     assert ops_file["metrics_path"] == "/dash/_bokeh_stack/metrics"
-    assert ops_file["nginx_status"] == ["127.0.0.1", 9999, rendering.NGINX_STATUS_PATH]
+    assert ops_file["nginx_status"] == ["127.0.0.1", 9999, topology.route("nginx_status")]
     assert 'targets: ["127.0.0.1:9999"]' in layout.prometheus_config.read_text()
 
 

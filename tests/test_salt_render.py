@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bokeh_stack import render as rendering
-from bokeh_stack import signin
-from bokeh_stack.plan import RunPlan
-from bokeh_stack.settings import load
+from bokeh_stack.config import topology
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import render as rendering
 from harness.stack import ROOT, SHIPPED_APPS
 
 pytestmark = pytest.mark.salt
@@ -131,4 +131,4 @@ def test_a_pillar_with_sign_in_keeps_its_users_passwords_off_command_lines(tmp_p
     assert layout.settings.auth["session_hours"] == 8 and layout.with_signin
     conf = layout.nginx_site_conf.read_text()
     assert "set_real_ip_from 10.0.0.0/8;" in conf and "auth_request /_bokeh_stack/signin/check/streaming;" in conf
-    assert f"[program:{signin.PROGRAM}]" in layout.supervisord_conf.read_text()
+    assert f"[program:{topology.SIGNIN}]" in layout.supervisord_conf.read_text()

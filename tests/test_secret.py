@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from bokeh_stack.secret import ensure_secret
+from bokeh_stack.config.secret import ensure_secret
 
 
 def test_a_second_first_start_waits_for_the_key_being_written(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bokeh_stack.settings import Settings, SettingsError, load, load_defaults
+from bokeh_stack.config.settings import Settings, SettingsError, load, load_defaults
 from harness.stack import ROOT, SHIPPED_APPS, counter_apps
 
 

@@ -26,9 +26,12 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.web import create_signed_value
 from tornado.websocket import websocket_connect
 
-from bokeh_stack import plan as plan_module
-from bokeh_stack import privileges, signin
+from bokeh_stack.config import plan as plan_module
+from bokeh_stack.config import topology
+from bokeh_stack.daemons.signin.gate import COOKIE
+from bokeh_stack.daemons.signin.pages import CSRF_COOKIE
 from bokeh_stack.identity import USER_HEADER
+from bokeh_stack.provisioning import privileges
 from harness.pageview import _TOKEN, CookieJar, open_page, page_view, sign_in, websocket_url
 from harness.stack import fetch, free_ports, run, start_stack, wait_for
 from tests.test_stack import SHIPPED_APPS
@@ -93,12 +96,12 @@ def test_without_signing_in_no_page_and_no_websocket_opens(stack):
 def test_a_signed_in_user_opens_apps_and_the_cookie_never_reaches_the_page(stack):
     status, jar, response = run(sign_in(stack.url("").rstrip("/"), "alice", PASSWORDS["alice"]))
     assert status == 303 and response.headers["Location"] == "/"
-    cookie = next(h for h in response.headers.get_list("Set-Cookie") if h.startswith(signin.COOKIE))
+    cookie = next(h for h in response.headers.get_list("Set-Cookie") if h.startswith(COOKIE))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie, cookie
 
     page = fetch(stack.url("/press_me"), jar)
     assert page.code == 200 and page.headers["Cache-Control"] == "no-store"
-    assert jar.cookies[signin.COOKIE] not in page.body.decode()
+    assert jar.cookies[COOKIE] not in page.body.decode()
     payload = get_token_payload(_TOKEN.search(page.body).group(1).decode())
     assert payload["cookies"] == {} and payload["headers"][USER_HEADER] == "alice"
 
@@ -184,7 +187,7 @@ def test_failed_sign_ins_are_limited_per_client_and_never_say_whether_the_user_e
     status, _, limited = run(sign_in(base, "alice", PASSWORDS["alice"], client))
     assert status == 429 and int(limited.headers["Retry-After"]) > 0, "5 failures a minute, then not even the right one"
     assert run(sign_in(base, "alice", PASSWORDS["alice"], {"X-Forwarded-For": "10.2.0.2"}))[0] == 303
-    log = (stack.plan.log_dir / f"{signin.PROGRAM}.log").read_text()
+    log = (stack.plan.log_dir / f"{topology.SIGNIN}.log").read_text()
     assert "failed sign-in as an unknown user from 10.2.0.1" in log and "failed sign-in as 'alice' from 10.2.0.1" in log
     assert "nobody-here" not in log, "what was typed as a name (often a password) is not written out"
 
@@ -261,7 +264,7 @@ def test_a_password_change_signs_out_every_cookie_and_closes_the_users_websocket
     assert alice_open, "alice's websocket stays open"
     assert fetch(stack.url("/"), jar).code == 303, "erin's cookie is signed out"
     assert fetch(stack.url("/"), alice).code == 200
-    log = (stack.plan.log_dir / f"{signin.PROGRAM}.log").read_text()
+    log = (stack.plan.log_dir / f"{topology.SIGNIN}.log").read_text()
     assert "signed out ['erin']: their websockets closed on 2 workers" in log
 
 
@@ -289,31 +292,31 @@ def test_signing_out_is_a_post_with_its_token_and_revokes_the_cookie_everywhere(
 def test_a_trusted_proxys_https_makes_the_sign_in_cookie_secure(stack):
     https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.3.0.1"}
     _, _, response = run(sign_in(stack.url("").rstrip("/"), "alice", PASSWORDS["alice"], https))
-    assert "Secure" in next(h for h in response.headers.get_list("Set-Cookie") if h.startswith(signin.COOKIE))
+    assert "Secure" in next(h for h in response.headers.get_list("Set-Cookie") if h.startswith(COOKIE))
     form = fetch(stack.url("/login"), headers=https)
     [csrf] = form.headers.get_list("Set-Cookie")
-    assert csrf.startswith(f"__Host-{signin.CSRF_COOKIE}=") and re.search(r"Path=/(;|$)", csrf) and "Secure" in csrf
+    assert csrf.startswith(f"__Host-{CSRF_COOKIE}=") and re.search(r"Path=/(;|$)", csrf) and "Secure" in csrf
 
 
 def test_bad_cookies_and_a_form_flood_are_answered_cleanly(stack):
-    before = stack.rpc().getProcessInfo(signin.PROGRAM)
+    before = stack.rpc().getProcessInfo(topology.SIGNIN)
     key = stack.plan.signin_key_file.read_text().strip().encode()
     value = json.dumps({"u": "alice", "g": [], "i": "x"})
     day = 24 * 3600
     cookies = {
         "forged": "2|1:0|10:1700000000|18:bokeh_stack_signin|8:eyJ1IjoxfQ==|" + "0" * 64,
-        "another key": create_signed_value(b"another key", signin.COOKIE, value).decode(),
-        "expired": create_signed_value(key, signin.COOKIE, value, clock=lambda: time.time() - day).decode(),
-        "not json": create_signed_value(key, signin.COOKIE, "][").decode(),
-        "unstamped (no password fingerprint)": create_signed_value(key, signin.COOKIE, value).decode(),
+        "another key": create_signed_value(b"another key", COOKIE, value).decode(),
+        "expired": create_signed_value(key, COOKIE, value, clock=lambda: time.time() - day).decode(),
+        "not json": create_signed_value(key, COOKIE, "][").decode(),
+        "unstamped (no password fingerprint)": create_signed_value(key, COOKIE, value).decode(),
         "made with the workers' secret": create_signed_value(
-            stack.plan.secret_file.read_text().strip(), signin.COOKIE, value
+            stack.plan.secret_file.read_text().strip(), COOKIE, value
         ).decode(),
     }
     for what, cookie in cookies.items():
-        answer = fetch(stack.url("/cosine"), headers={"Cookie": f"{signin.COOKIE}={cookie}"})
+        answer = fetch(stack.url("/cosine"), headers={"Cookie": f"{COOKIE}={cookie}"})
         assert answer.code == 303, f"a {what} cookie: HTTP {answer.code}"
-    huge = fetch(stack.url("/cosine"), headers={"Cookie": f"{signin.COOKIE}={'a' * 100_000}"})
+    huge = fetch(stack.url("/cosine"), headers={"Cookie": f"{COOKIE}={'a' * 100_000}"})
     assert huge.code in (400, 431), huge.code
 
     def post(i: int) -> int:
@@ -330,7 +333,7 @@ def test_bad_cookies_and_a_form_flood_are_answered_cleanly(stack):
         statuses = set(pool.map(post, range(300)))
     assert statuses <= {400, 429}, statuses
     assert signed_in(stack, "alice", client="10.4.0.2")
-    after = stack.rpc().getProcessInfo(signin.PROGRAM)
+    after = stack.rpc().getProcessInfo(topology.SIGNIN)
     assert after["statename"] == "RUNNING" and after["pid"] == before["pid"], "the sign-in process never restarted"
 
 
@@ -339,7 +342,7 @@ def test_the_sign_in_page_names_no_credential_and_expires_an_old_form(stack):
     assert b'name="username"' in form.body and b'name="password"' in form.body and b'type="hidden"' in form.body
     stale = fetch(
         stack.url("/login"), method="POST", body="username=alice&password=x&csrf=old",
-        headers={"X-Forwarded-For": "10.5.0.1", "Cookie": f"{signin.CSRF_COOKIE}=other"},
+        headers={"X-Forwarded-For": "10.5.0.1", "Cookie": f"{CSRF_COOKIE}=other"},
     )  # fmt: skip
     assert stale.code == 400 and b"expired" in stale.body
 
@@ -350,18 +353,18 @@ def test_a_planted_csrf_cookie_or_a_form_from_another_origin_signs_nobody_in(sta
     client = {"X-Forwarded-For": "10.8.0.1", "Content-Type": "application/x-www-form-urlencoded"}
     planted = fetch(
         stack.url("/login"), method="POST", body="username=alice&password=" + PASSWORDS["alice"] + "&csrf=planted",
-        headers={**client, "Cookie": f"{signin.CSRF_COOKIE}=planted"},
+        headers={**client, "Cookie": f"{CSRF_COOKIE}=planted"},
     )  # fmt: skip
     assert planted.code == 400, "an unsigned cookie and the same value in the form"
     form = fetch(stack.url("/login"), headers={"X-Forwarded-For": "10.8.0.1"})
     pair = CookieJar()
     pair.update(form.headers.get_list("Set-Cookie"))
     token = re.search(rb'name="csrf" value="([^"]+)"', form.body).group(1).decode()
-    assert token != pair.cookies[signin.CSRF_COOKIE], "the form carries an HMAC of the cookie, not the cookie"
+    assert token != pair.cookies[CSRF_COOKIE], "the form carries an HMAC of the cookie, not the cookie"
     body = f"username=alice&password={PASSWORDS['alice']}&csrf={token}"
     for origin in (f"http://127.0.0.1:{stack.settings.port + 1000}", "null", "https://evil.example"):
         answer = fetch(stack.url("/login"), pair, method="POST", body=body, headers={**client, "Origin": origin})
-        assert answer.code == 403 and signin.COOKIE not in str(answer.headers.get_list("Set-Cookie")), origin
+        assert answer.code == 403 and COOKIE not in str(answer.headers.get_list("Set-Cookie")), origin
     referer = {**client, "Referer": f"http://127.0.0.1:{stack.settings.port + 1}/page"}
     assert fetch(stack.url("/login"), pair, method="POST", body=body, headers=referer).code == 403
     own = {**client, "Origin": stack.url("").rstrip("/")}
@@ -391,7 +394,7 @@ def test_a_huge_query_while_signed_out_gets_the_sign_in_page_not_an_error(stack)
 
 
 def test_the_sign_in_process_runs_as_its_own_user_with_a_key_the_workers_cannot_read(stack):
-    signin_pid = stack.rpc().getProcessInfo(signin.PROGRAM)["pid"]
+    signin_pid = stack.rpc().getProcessInfo(topology.SIGNIN)["pid"]
     worker = stack.workers()[0]
     owner = {pid: Path(f"/proc/{pid}").stat().st_uid for pid in (signin_pid, worker.pid)}
     assert owner[signin_pid] == pwd.getpwnam(plan_module.SIGNIN_USER).pw_uid != owner[worker.pid]
@@ -433,17 +436,17 @@ def test_apply_turns_sign_in_on_and_changes_who_may_open_what_on_a_running_stack
         return done.stdout
 
     said = apply(auth={"mode": "password"})
-    assert f"started {signin.PROGRAM}" in said and "reloaded nginx" in said and "restarted bokeh_default" not in said
+    assert f"started {topology.SIGNIN}" in said and "reloaded nginx" in said and "restarted bokeh_default" not in said
     assert fetch(running.url("/cosine")).code == 303
     assert users(running, "add", "alice", "--password-stdin", stdin=PASSWORDS["alice"] + "\n").returncode == 0
     jar = signed_in(running, "alice")
     assert fetch(running.url("/cosine"), jar).code == 200
-    pid = running.rpc().getProcessInfo(signin.PROGRAM)["pid"]
+    pid = running.rpc().getProcessInfo(topology.SIGNIN)["pid"]
 
     said = apply(auth={"mode": "password"}, access={"cosine": {"users": ["bob"]}})
     assert "the sign-in process read its new settings" in said
     wait_for(lambda: fetch(running.url("/cosine"), jar).code == 403, 10, "the new access rules to hold")
-    assert running.rpc().getProcessInfo(signin.PROGRAM)["pid"] == pid, "no restart: signed-in users stay signed in"
+    assert running.rpc().getProcessInfo(topology.SIGNIN)["pid"] == pid, "no restart: signed-in users stay signed in"
     assert fetch(running.url("/random_walk"), jar).code == 200
 
 
@@ -459,7 +462,7 @@ def test_in_chromium_a_page_at_another_port_cannot_sign_the_browser_in_as_its_au
     pair = CookieJar()
     pair.update(form.headers.get_list("Set-Cookie"))
     token = re.search(rb'name="csrf" value="([^"]+)"', form.body).group(1).decode()
-    planted = f"{signin.CSRF_COOKIE}={pair.cookies[signin.CSRF_COOKIE]}; path=/login"
+    planted = f"{CSRF_COOKIE}={pair.cookies[CSRF_COOKIE]}; path=/login"
     page = f"""<!DOCTYPE html><script>document.cookie = "{planted}";</script>
 <form id="f" method="post" action="{stack.url("/login")}">
 <input name="username" value="bob"><input name="password" value="{PASSWORDS["bob"]}">
@@ -487,7 +490,7 @@ def test_in_chromium_a_page_at_another_port_cannot_sign_the_browser_in_as_its_au
                 with victim.expect_response(stack.url("/login")) as posted:
                     victim.goto(f"http://127.0.0.1:{port}/")
                 assert posted.value.status == 403, f"the cross-origin form answered {posted.value.status}"
-                assert signin.COOKIE not in {c["name"] for c in context.cookies()}, "signed in as the page's author"
+                assert COOKIE not in {c["name"] for c in context.cookies()}, "signed in as the page's author"
             finally:
                 chromium.close()
     finally:

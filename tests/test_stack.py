@@ -16,9 +16,8 @@ import pytest
 import yaml
 from bokeh.util.token import get_session_id
 
-from bokeh_stack import supervision
-from bokeh_stack.fleet import local_target
-from bokeh_stack.worker import LISTENING
+from bokeh_stack.config.topology import local_target
+from bokeh_stack.daemons.worker import LISTENING
 from harness.pageview import _TOKEN, PageViewError, open_page, page_view
 from harness.stack import SHIPPED_APPS, counter_apps, during_page_views, executions_per_view, page_views, run, wait_for
 
@@ -122,8 +121,8 @@ def test_each_pool_serves_only_its_apps(stacks, tmp_path):
     assert len(ports_of["gamma"]) == 2, "both workers of the heavy pool used"
     # Each pool's workers do not even know the other pool's apps.
     heavy_worker = local_target(stack.plan, heavy, heavy.ports[0])
-    assert supervision.get_status("", 0, "/alpha", 5, unix_socket=heavy_worker.socket) == 404
-    assert supervision.get_status("", 0, "/gamma", 5, unix_socket=heavy_worker.socket) == 200
+    assert heavy_worker.endpoint.get_status("/alpha", 5) == 404
+    assert heavy_worker.endpoint.get_status("/gamma", 5) == 200
     assert urllib.request.urlopen(stack.url(f"/healthz/{heavy.name}")).status == 200
 
 

@@ -1,12 +1,13 @@
-"""bokeh_stack.upstreams: which worker hosts nginx must re-resolve, what it says when they change, and the
+"""bokeh_stack.daemons.upstreams: which worker hosts nginx must re-resolve, what it says when they change, and the
 supervisord program that does it (rendered where worker hosts are names)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bokeh_stack import upstreams
-from bokeh_stack.settings import load
+from bokeh_stack.config import topology
+from bokeh_stack.config.settings import load
+from bokeh_stack.daemons import upstreams
 from harness.stack import SHIPPED_APPS
 
 from .test_render import rendered
@@ -19,12 +20,14 @@ def settings(**overrides):
 
 
 def test_only_names_are_re_resolved():
-    assert upstreams.names(settings(role="balancer", worker_hosts=["workers", "10.0.0.7", "::1"])) == ("workers",)
-    assert upstreams.names(settings()) == (), "one host on unix sockets: nothing to resolve"
+    assert topology.upstream_names(settings(role="balancer", worker_hosts=["workers", "10.0.0.7", "::1"])) == (
+        "workers",
+    )
+    assert topology.upstream_names(settings()) == (), "one host on unix sockets: nothing to resolve"
 
 
 def test_resolve_changes_and_describe():
-    found = upstreams.resolve(["localhost", UNRESOLVABLE])
+    found = topology.resolve(["localhost", UNRESOLVABLE])
     assert "127.0.0.1" in found["localhost"] and found[UNRESOLVABLE] == ()
     assert upstreams.unresolved(found) == [UNRESOLVABLE]
     old = {"workers": ("10.0.1.3", "10.0.1.4")}
@@ -43,7 +46,7 @@ def test_a_balancer_that_cannot_resolve_its_workers_says_which_and_gives_up():
 def test_the_program_runs_beside_nginx_where_worker_hosts_are_names(tmp_path):
     named = rendered(tmp_path / "named", role="balancer", worker_hosts=["workers", "10.0.0.7"], unix_sockets=False)
     conf = named.supervisord_conf.read_text()
-    assert f"[program:{upstreams.PROGRAM}]" in conf
-    assert f"-m bokeh_stack.upstreams {named.socket} workers\n" in conf
+    assert f"[program:{topology.UPSTREAMS}]" in conf
+    assert f"-m {topology.MODULES['upstreams']} {named.socket} workers\n" in conf
     addresses = rendered(tmp_path / "addresses", role="balancer", worker_hosts=["10.0.0.7"], unix_sockets=False)
-    assert upstreams.PROGRAM not in addresses.supervisord_conf.read_text()
+    assert topology.UPSTREAMS not in addresses.supervisord_conf.read_text()

@@ -15,7 +15,7 @@ bokeh-config-settings:
   file.managed:
     - name: {{ bokeh.settings_file }}
     - contents: |
-        # Managed by Salt (pillar bokeh:settings). The keys are bokeh-stack's settings: bokeh_stack/defaults.yaml.
+        # Managed by Salt (pillar bokeh:settings). The keys are bokeh-stack's settings: bokeh_stack/config/defaults.yaml.
         {{ bokeh.settings | yaml(False) | indent(8) }}
     - mode: "0644"
     - require:

@@ -1,5 +1,7 @@
 """Function apps for the tests: each builds a session's document, as Bokeh's FunctionHandler runs it."""
 
+import weakref
+
 from bokeh.models import ColumnDataSource, Div
 from bokeh.plotting import figure
 
@@ -35,12 +37,17 @@ def broken(doc):
     raise ValueError("the broken function app failed")
 
 
+_census_documents = weakref.WeakSet()
+
+
 def census(doc):
-    """Counts the Bokeh documents alive in this worker besides its own: what closed sessions left behind."""
+    """Counts the Bokeh documents alive in this worker besides its own and earlier censuses': what closed sessions
+    left behind."""
     import gc
 
     from bokeh.document import Document
 
+    _census_documents.add(doc)
     gc.collect()
-    alive = sum(1 for o in gc.get_objects() if isinstance(o, Document) and o is not doc)
+    alive = sum(1 for o in gc.get_objects() if isinstance(o, Document) and o not in _census_documents)
     doc.add_root(Div(text=str(alive), name="documents"))
