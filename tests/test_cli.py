@@ -219,6 +219,19 @@ def test_apply_deploys_changed_app_code_one_worker_at_a_time(detached, tmp_path)
     assert run(page_view(stack.url("/counter"))).document.title == "Counter, version 2"
     assert "nothing changed" in stack.cli("apply").stdout
 
+    # As after an upgrade: the workers run the code of an older bokeh-stack than the one installed now.
+    args = stack.run_dir / "workers" / "bokeh_default.args"
+    lines = args.read_text().splitlines(keepends=True)
+    assert lines[0].startswith("# bokeh-stack ")
+    args.write_text("# bokeh-stack 0.0.1 0000000000000000 bokeh 3.0.0\n" + "".join(lines[1:]))
+    upgraded = stack.cli("apply")
+    assert upgraded.returncode == 0, upgraded.stderr
+    first, second = (
+        f"restarted bokeh_default_{p} (bokeh-stack or Bokeh changed)" for p in (stack.port + 1, stack.port + 2)
+    )
+    assert first in upgraded.stdout and second in upgraded.stdout, upgraded.stdout
+    assert upgraded.stdout.index(first) < upgraded.stdout.index(second)
+
 
 @pytest.mark.stack
 def test_a_broken_app_is_loud_and_the_others_serve(detached, tmp_path):

@@ -70,6 +70,7 @@ def placeholders(text: str, tmp: Path) -> str:
     ):
         text = text.replace(real, placeholder)
     text = re.sub(r"# app (\S+) [0-9a-f]{8,}", r"# app \1 <digest>", text)
+    text = re.sub(r"(# bokeh-stack \S+ )[0-9a-f]{16}", r"\1<digest>", text)
     text = re.sub(r'("digest": )"[0-9a-f]+"', r'\1"<digest>"', text)
     for version, placeholder in ((bokeh_version, "<bokeh-version>"), (__version__, "<version>")):
         text = re.sub(rf"(?<![\d.]){re.escape(version)}(?![\d.])", placeholder, text)

@@ -57,7 +57,7 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
             sup.removeProcessGroup(group)
             sup.addProcessGroup(group)
             replaced.add(group)
-            act(f"restarted {group} with its new ports or worker count")
+            act(f"restarted {group}: its program changed (its ports, worker count or command)")
         for group in added:
             sup.addProcessGroup(group)
             replaced.add(group)
@@ -114,12 +114,14 @@ def _read(path) -> str:
 
 
 def _why(old: str, new: str) -> str:
-    """Why a pool's worker arguments changed: which apps' code (the `# app NAME DIGEST` lines), its settings."""
+    """Why a pool's worker arguments changed: bokeh-stack or Bokeh (the `# bokeh-stack` line), which apps' code
+    (the `# app NAME DIGEST` lines), its settings."""
     old_lines, new_lines = set(old.splitlines()), set(new.splitlines())
     changed = old_lines ^ new_lines
+    reasons = ["bokeh-stack or Bokeh changed"] if any(line.startswith("# bokeh-stack ") for line in changed) else []
     apps = sorted({line.split()[2] for line in changed if line.startswith("# app ")})
-    reasons = [f"app code changed: {', '.join(apps)}"] if apps else []
-    if any(not line.startswith("# app ") for line in changed):
+    reasons += [f"app code changed: {', '.join(apps)}"] if apps else []
+    if any(not line.startswith("# ") for line in changed):
         reasons.append("worker settings changed")
     return "; ".join(reasons)
 

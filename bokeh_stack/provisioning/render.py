@@ -24,7 +24,7 @@ from bokeh_stack.config.plan import UNIX_PATH_MAX, RunPlan
 from bokeh_stack.config.settings import Settings
 from bokeh_stack.config.topology import host_port, local_address, url_host
 from bokeh_stack.provisioning import privileges, static_files, supervision
-from bokeh_stack.provisioning.apps import app_info
+from bokeh_stack.provisioning.apps import app_info, code_digest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The /ops dashboard samples the fleet this often and keeps this much.
@@ -116,6 +116,9 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session["keep_alive_ms"]),
         "max_tries": min(all_servers, 3),
         "version": __version__,
+        # The workers' own code: an upgrade changes every pool's arguments file, so apply restarts the workers
+        # one at a time onto it.
+        "stack_digest": code_digest(PACKAGE_DIR),
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
