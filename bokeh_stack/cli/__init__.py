@@ -128,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         changing.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
         changing.add_argument("--dry-run", action="store_true", help="only say whether it would change")
     action.add_parser("list", parents=[again], help="every user and their groups")
-    plan = command("plan", cmd_plan, "print where every file of the stack is (the run plan)")
+    plan = command("plan", cmd_plan, "print what this host runs, as whom, and where every file of the stack is")
     plan.add_argument("--json", action="store_true", help="as JSON")
+    plan.add_argument("--runs", choices=RunPlan.PROGRAMS, help="print nothing; exit 0 if this host runs it, else 1")
     return parser
 
 
@@ -338,8 +339,16 @@ def _change_users(args: argparse.Namespace, users: Any) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    paths = RunPlan(_settings(args)).paths()
-    print(json.dumps(paths, indent=2) if args.json else "\n".join(f"{k:16} {v}" for k, v in paths.items()))
+    plan = RunPlan(_settings(args))
+    if args.runs:
+        return 0 if plan.runs()[args.runs] else 1
+    if args.json:
+        print(json.dumps({"runs": plan.runs(), "users": plan.users(), **plan.paths()}, indent=2))
+        return 0
+    runs = " ".join(name for name, here in plan.runs().items() if here)
+    users = " ".join(f"{role}={user}" for role, user in plan.users().items() if user)
+    rows = {"runs": runs, "users": users or "(the user who starts it)", **plan.paths()}
+    print("\n".join(f"{k:16} {v}" for k, v in rows.items()))
     return 0
 
 

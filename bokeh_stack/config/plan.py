@@ -46,6 +46,9 @@ def static_tree(run_dir: Path, bokeh_version: str) -> Path:
 
 @dataclass(frozen=True)
 class RunPlan:
+    # What a host may run (`bokeh-stack plan --runs NAME`: the Salt formula asks rather than derive it).
+    PROGRAMS = ("nginx", "workers", "signin")
+
     settings: Settings
     python: str = field(default_factory=this_python)
     nginx_bin: str = field(default_factory=lambda: find_nginx() or "/usr/sbin/nginx")
@@ -237,6 +240,14 @@ class RunPlan:
     @property
     def access_log(self) -> str:
         return "/dev/stdout" if self.settings.log_to_stdout else str(self.log_dir / "nginx-access.log")
+
+    def runs(self) -> dict[str, bool]:
+        """What this host runs, by PROGRAMS."""
+        return {"nginx": self.with_nginx, "workers": self.with_workers, "signin": self.with_signin}
+
+    def users(self) -> dict[str, str | None]:
+        """Who runs what (None: the user who starts the stack)."""
+        return {"workers": self.worker_user, "signin": self.signin_user, "sockets_group": self.sockets_group}
 
     def in_dir(self, directory: Path) -> RunPlan:
         """The same plan with every runtime file under `directory` (a candidate config, `render --out`)."""

@@ -1,7 +1,6 @@
+{#- The whole stack on this host: bokeh-stack and what it needs, its settings and apps, the running service. #}
+{%- set tplroot = tpldir.split("/")[0] %}
 include:
-  - bokeh.package
-  - bokeh.user
-  - bokeh.venv
-  - bokeh.apps
-  - bokeh.config
-  - bokeh.service
+  - {{ tplroot }}.package
+  - {{ tplroot }}.config
+  - {{ tplroot }}.service

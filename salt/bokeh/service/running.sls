@@ -1,7 +1,9 @@
-{%- from "bokeh/map.jinja" import bokeh, stack, stack_args, running with context %}
+{#- The stack runs: supervisord with the workers and nginx, a boot service where systemd is PID 1. -#}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import bokeh, stack, stack_args, running with context %}
 
 include:
-  - bokeh.config
+  - {{ tplroot }}.config
 
 {%- if bokeh.systemd %}
 
@@ -9,7 +11,7 @@ include:
 bokeh-service-unit:
   file.managed:
     - name: /etc/systemd/system/bokeh-stack.service
-    - source: salt://bokeh/files/bokeh-stack.service.jinja
+    - source: salt://{{ tplroot }}/files/bokeh-stack.service.jinja
     - template: jinja
     - context:
         stack: {{ stack }}

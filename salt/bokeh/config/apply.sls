@@ -1,33 +1,19 @@
-{%- from "bokeh/map.jinja" import bokeh, stack, stack_args with context %}
+{#- bokeh-stack's own state from the settings: the workers' secret, the sign-in users, and the rendered configs
+    applied to the running stack. -#}
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import bokeh, stack, stack_args, runs with context %}
 
 include:
-  - bokeh.user
-  - bokeh.venv
-  - bokeh.apps
+  - {{ tplroot }}.package.install
+  - {{ tplroot }}.config.settings
 
-bokeh-config-directory:
-  file.directory:
-    - name: {{ bokeh.config_dir }}
-    - mode: "0755"
-    - makedirs: True
-
-bokeh-config-settings:
-  file.managed:
-    - name: {{ bokeh.settings_file }}
-    - contents: |
-        # Managed by Salt (pillar bokeh:settings). The keys are bokeh-stack's settings: bokeh_stack/config/defaults.yaml.
-        {{ bokeh.settings | yaml(False) | indent(8) }}
-    - mode: "0644"
-    - require:
-      - file: bokeh-config-directory
-
-{%- if bokeh.worker %}
-
-# One secret signs every worker's session ids: from the pillar, or generated here once; never shown. Workers alone
-# get it: the sign-in process (on a balancer) has a key of its own, made by `bokeh-stack apply` beside the users file.
+# One secret signs every worker's session ids: from the pillar, or generated here once; never shown. Only where
+# this host runs workers: the sign-in process (on a balancer) has a key of its own, made by `bokeh-stack apply`
+# beside the users file.
 bokeh-config-secret:
   cmd.run:
     - name: {{ stack }} secret --stateful {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
+    - onlyif: {{ runs("workers") }}
     - stateful:
       - test_name: {{ stack }} secret --stateful --dry-run {{ "--from-stdin " if bokeh.secret }}{{ stack_args }}
 {%- if bokeh.secret %}
@@ -39,7 +25,6 @@ bokeh-config-secret:
       - file: bokeh-config-settings
     - require_in:
       - cmd: bokeh-config-applied
-{%- endif %}
 
 {%- for name, user in bokeh.users | dictsort %}
 
@@ -72,3 +57,4 @@ bokeh-config-applied:
       - file: bokeh-config-settings
       - file: bokeh-apps
       - user: bokeh-user
+      - pkg: bokeh-package-nginx

@@ -1,0 +1,4 @@
+{%- set tplroot = tpldir.split("/")[0] %}
+include:
+  - {{ tplroot }}.config.settings
+  - {{ tplroot }}.config.apply
