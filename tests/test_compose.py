@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bokeh_stack.config import topology
-from bokeh_stack.config.settings import discover_apps
+from bokeh_stack.config.discovery import discover_apps
 from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,

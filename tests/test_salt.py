@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bokeh_stack.config.settings import discover_apps
+from bokeh_stack.config.discovery import discover_apps
 from harness.pageview import page_view, sign_in
 from harness.stack import (
     ROOT,

@@ -11,7 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bokeh_stack.config.settings import Pool, Settings
+from bokeh_stack.config.pools import Pool
+from bokeh_stack.config.settings import Settings
 
 
 def find_nginx() -> str | None:

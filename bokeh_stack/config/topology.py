@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bokeh_stack.config.plan import RunPlan
-    from bokeh_stack.config.settings import Pool, Settings
+    from bokeh_stack.config.pools import Pool
+    from bokeh_stack.config.settings import Settings
 
 # The programs: each one's module (`python -m`), and the supervisord names of those beside nginx. The workers'
 # module stays bokeh_stack.worker (bokeh_stack/worker.py says why).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bokeh_stack.config import topology
 from bokeh_stack.config.plan import RunPlan
-from bokeh_stack.config.settings import Pool
+from bokeh_stack.config.pools import Pool
 from bokeh_stack.config.topology import NGINX, OPS, SIGNIN
 from bokeh_stack.provisioning import privileges, supervision
 from bokeh_stack.provisioning.render import render_checked

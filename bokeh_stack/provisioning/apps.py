@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bokeh_stack.config.settings import AppSource
+from bokeh_stack.config.discovery import AppSource
 
 # An app's picture on the index page, in its static dir; without one, the index shows its initial.
 THUMBNAIL = "thumbnail.png"
