@@ -67,7 +67,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--unused-ms",
         type=int,
-        default=DEFAULTS.session["unused_lifetime_ms"],
+        default=DEFAULTS.session.unused_lifetime_ms,
         help="unused-session lifetime, for every setup (default: bokeh-stack's)",
     )
     parser.add_argument("--smoke", action="store_true", help="every part at a tiny size, to check that it runs")
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     results = report.Results(workers=args.workers, concurrency=args.concurrency, setups=args.setups)
     tmp = Path(tempfile.mkdtemp(prefix="bokeh-stack-bench-"))
     apps = apps_dir(tmp / "apps", APPS)
-    check_unused_ms = min(DEFAULTS.session["check_unused_ms"], args.unused_ms)
+    check_unused_ms = min(DEFAULTS.session.check_unused_ms, args.unused_ms)
     session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
     expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
 

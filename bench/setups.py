@@ -144,7 +144,7 @@ def started(
 ) -> Iterator[Setup]:
     """Start the deployment `key` serving every app in apps_dir, with `session` settings (unused_lifetime_ms,
     check_unused_ms; default bokeh-stack's) and, for bokeh-stack, any other `settings`; stop all of it on exit."""
-    session = {**DEFAULTS.session, **(session or {})}
+    session = {**DEFAULTS.session.model_dump(), **(session or {})}
     directory.mkdir(parents=True, exist_ok=True)
     record = directory / "executions.txt"
     env = {"COUNTER_RECORD_FILE": str(record)}
@@ -156,7 +156,7 @@ def started(
         try:
             ports = stack.settings.worker_ports
             pids = lambda: [w.pid for w in sorted(stack.workers(), key=lambda w: w.port)]  # noqa: E731
-            yield Setup(key, stack.settings.port, ports, stack.record, pids, stack.settings.ops["port"])
+            yield Setup(key, stack.settings.port, ports, stack.record, pids, stack.settings.ops.port)
         finally:
             stack.stop()
         return

@@ -22,7 +22,7 @@ from bokeh.server.server import Server as BokehServer
 
 from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect
-from bokeh_stack.config.settings import load_defaults
+from bokeh_stack.config.model import Session
 from bokeh_stack.patches import fixes, hardening
 from bokeh_stack.patches.patching import FixTargetChanged
 
@@ -53,7 +53,7 @@ def apply_fixes() -> None:
 
 def session_defaults() -> dict[str, Any]:
     """The stack's session settings (defaults.yaml), as Server keyword arguments."""
-    session = load_defaults()["session"]
+    session = Session().model_dump()
     return {
         "unused_session_lifetime_milliseconds": session["unused_lifetime_ms"],
         "check_unused_sessions_milliseconds": session["check_unused_ms"],

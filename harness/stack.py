@@ -133,7 +133,7 @@ class RunningStack:
         return f"http://127.0.0.1:{self.settings.port}{self.settings.prefix}{path}"
 
     def ops_url(self, path: str = "/metrics") -> str:
-        return f"http://127.0.0.1:{self.settings.ops['port']}{path}"
+        return f"http://127.0.0.1:{self.settings.ops.port}{path}"
 
     def rpc(self):
         return supervision.rpc(self.plan.socket).supervisor

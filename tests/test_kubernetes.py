@@ -91,7 +91,7 @@ def test_nginx_reaches_every_worker_port_through_the_headless_service():
     assert container_ports == list(workers.worker_ports)
     assert sorted(p["port"] for p in service["spec"]["ports"]) == sorted(workers.worker_ports)
     served = {p["name"]: p["containerPort"] for p in pod("nginx")["containers"][0]["ports"]}
-    assert served == {"http": nginx.port, "ops": nginx.ops["port"]}
+    assert served == {"http": nginx.port, "ops": nginx.ops.port}
 
 
 @pytest.mark.parametrize("service", ["workers", "nginx"])

@@ -115,7 +115,7 @@ def test_metrics_count_open_sessions_on_the_ops_listener_only(stack):
 def test_the_ops_listener_answers_only_its_own_names(stack):
     """A web page an operator has open cannot rebind a name of its own to the ops listener (DNS rebinding): any
     other Host gets 421, and the dashboard's websocket opens only from the dashboard's own origin."""
-    port = stack.settings.ops["port"]
+    port = stack.settings.ops.port
     for host in ("127.0.0.1", "localhost", "[::1]"):
         assert get(stack.ops_url("/metrics"), host=f"{host}:{port}")[0] == 200, host
     for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):

@@ -342,7 +342,7 @@ def test_an_app_that_raises_answers_500_and_the_others_serve(hardened):
 
 def test_a_flood_of_page_gets_from_one_client_gets_429(stacks, tmp_path):
     stack = stacks(counter_apps(tmp_path / "apps", ["counter"]), workers=1, nginx={"page_rate_per_s": 10})
-    burst = stack.settings.nginx["page_burst"]
+    burst = stack.settings.nginx.page_burst
     start = time.monotonic()
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: get(stack.url("/counter")), range(150)))

@@ -23,6 +23,11 @@ from bokeh_stack.provisioning.render import RenderError
 from harness.stack import SHIPPED_APPS, counter_apps
 
 
+def changed(settings, **given):
+    """The settings with some given as others (the resolved ones unchanged)."""
+    return dataclasses.replace(settings, given=settings.given.model_copy(update=given))
+
+
 def rendered(tmp_path, **overrides) -> RunPlan:
     settings = load(
         environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(tmp_path / "run"), **overrides}
@@ -67,7 +72,7 @@ def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
     layout = rendered(tmp_path)
     before = {p: p.read_text() for p in layout.run_dir.rglob("*.conf")}
     # nginx -t (run as root here) refuses a `user` it cannot find; the plan is not root's, so nothing is chowned.
-    bad = RunPlan(dataclasses.replace(layout.settings, user="no-such-user-here"), euid=12345)
+    bad = RunPlan(changed(layout.settings, user="no-such-user-here"), euid=12345)
     with pytest.raises(RenderError, match="no-such-user-here"):
         rendering.render_checked(bad)
     assert {p: p.read_text() for p in layout.run_dir.rglob("*.conf")} == before
@@ -76,7 +81,7 @@ def test_a_config_nginx_refuses_never_replaces_the_good_one(tmp_path):
 
 def test_roles_balancer_and_worker(tmp_path):
     layout = rendered(tmp_path, worker_hosts=["10.0.0.5", "localhost"])
-    balancer = RunPlan(dataclasses.replace(layout.settings, role="balancer"))
+    balancer = RunPlan(changed(layout.settings, role="balancer"))
     rendering.render_checked(balancer)
     # localhost is a name: the upstreams program re-resolves it (bokeh_stack.daemons.upstreams)
     assert set(supervisord_programs(balancer)) == {"nginx", "bokeh_stack_ops", "bokeh_stack_upstreams"}
@@ -87,7 +92,7 @@ def test_roles_balancer_and_worker(tmp_path):
     assert [(t["host"], t["port"]) for t in ops["targets"]] == [("10.0.0.5", 5100), ("10.0.0.5", 5101),
                                                                ("localhost", 5100), ("localhost", 5101)]  # fmt: skip
 
-    worker_host = RunPlan(dataclasses.replace(layout.settings, role="worker", user="nobody"))
+    worker_host = RunPlan(changed(layout.settings, role="worker", user="nobody"))
     rendering.render_checked(worker_host)
     programs = supervisord_programs(worker_host)
     assert set(programs) == {"bokeh_default", "bokeh_default_watchdog", "bokeh_stack_restarts"}
@@ -134,7 +139,7 @@ def test_each_app_routes_to_its_pools_upstream_with_affinity(tmp_path):
     assert "hash $bokeh_affinity;" in upstreams["bokeh_default"]
     sockets = [f"unix:{layout.sockets_dir}/{port}.sock" for port in (5102, 5103)]
     assert re.findall(r"server (\S+) max_fails=0", upstreams["bokeh_heavy"]) == sockets
-    tcp = RunPlan(dataclasses.replace(layout.settings, unix_sockets=False))
+    tcp = RunPlan(changed(layout.settings, unix_sockets=False))
     rendering.render_checked(tcp)
     conf = tcp.nginx_site_conf.read_text()
     upstreams = dict(re.findall(r"upstream (bokeh_\w+) \{(.*?)\}", conf, re.S))

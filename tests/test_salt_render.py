@@ -144,7 +144,7 @@ def test_a_pillar_with_sign_in_keeps_its_users_passwords_off_command_lines(tmp_p
     assert "--stateful" in arg(user, "name")
     layout = rendered_settings(states, tmp_path)
     assert not asked(states, "bokeh-config-secret", tmp_path / "settings.yaml"), "the sign-in key is its own"
-    assert layout.settings.auth["session_hours"] == 8 and layout.with_signin
+    assert layout.settings.auth.session_hours == 8 and layout.with_signin
     conf = layout.nginx_site_conf.read_text()
     assert "set_real_ip_from 10.0.0.0/8;" in conf and "auth_request /_bokeh_stack/signin/check/streaming;" in conf
     assert f"[program:{topology.SIGNIN}]" in layout.supervisord_conf.read_text()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bokeh_stack.config.settings import Settings, SettingsError, load, load_defaults
+from bokeh_stack.config import model
+from bokeh_stack.config.settings import SettingsError, load
 from harness.stack import ROOT, SHIPPED_APPS, counter_apps
 
 
@@ -40,18 +40,51 @@ def test_the_runtime_dir_defaults_to_the_users_state_directory(tmp_path):
     )
 
 
-def test_every_setting_in_the_defaults_is_a_field_of_the_settings():
-    """defaults.yaml holds each setting's default and documentation, Settings its type: the same names."""
-    fields = {f.name for f in dataclasses.fields(Settings)} - {"record", "sources"}
-    assert fields == set(load_defaults()), fields ^ set(load_defaults())
+def test_defaults_yaml_is_written_from_the_model():
+    """defaults.yaml, what users read, holds every setting's default and documentation as the model defines them:
+    regenerate it with `python -m bokeh_stack.config.model > bokeh_stack/config/defaults.yaml`."""
+    assert (ROOT / "bokeh_stack" / "config" / "defaults.yaml").read_text() == model.defaults_yaml()
+    assert yaml.safe_load(model.defaults_yaml()) == model.defaults()
+
+
+def test_every_setting_has_its_documentation():
+    groups = [model.Settings, *(f.annotation for f in model.Settings.model_fields.values() if _is_group(f.annotation))]
+    undocumented = [f"{g.__name__}.{n}" for g in groups for n, f in g.model_fields.items() if not f.description]
+    assert undocumented == []
+
+
+def _is_group(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, model.Group)
+
+
+def test_the_readmes_settings_table_names_settings_there_are():
+    """Each key in the README's table (`auth.oidc.issuer`, `.client_id`: a sibling of the key before) is one."""
+    named = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("| `"):
+            parent = ""
+            for key in re.findall(r"`([a-z_.]+)`", line.split("|")[1]):
+                key = parent + key if key.startswith(".") else key
+                parent = key.rpartition(".")[0]
+                named.add(key)
+    assert named and named - settings_keys(model.Settings) == set()
+
+
+def settings_keys(group, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, f in group.model_fields.items():
+        keys.add(prefix + name)
+        if _is_group(f.annotation):
+            keys |= settings_keys(f.annotation, f"{prefix}{name}.")
+    return keys
 
 
 def test_layers_override_in_order_file_environment_flags(tmp_path):
     f = tmp_path / "settings.yaml"
     f.write_text(f"apps_dir: {SHIPPED_APPS}\nworkers: 3\nport: 9000\nsession: {{keep_alive_ms: 20000}}\n")
     s = load(f, environ={"BOKEH_STACK_PORT": "9100", "BOKEH_STACK_SESSION__UNUSED_LIFETIME_MS": "5000"})
-    assert (s.workers, s.port, s.session["keep_alive_ms"], s.session["unused_lifetime_ms"]) == (3, 9100, 20000, 5000)
-    assert s.session["check_unused_ms"] == 5000  # untouched default
+    assert (s.workers, s.port, s.session.keep_alive_ms, s.session.unused_lifetime_ms) == (3, 9100, 20000, 5000)
+    assert s.session.check_unused_ms == 5000  # untouched default
     s = load(f, environ={"BOKEH_STACK_PORT": "9100"}, overrides={"port": 9200})
     assert s.port == 9200
     # The settings file may also come from the environment.
@@ -161,9 +194,11 @@ def test_bad_pools_get_clear_errors(tmp_path):
             },
         },
     )
-    assert "pools.one.apps: no app 'zzz' in apps_dir (apps: a, b)" in found
     assert "pools.two.workers must be a whole number of at least 1, got 0" in found
     assert "unknown setting 'pools.Bad-Name.wrkers' in the command line (a pool has apps, workers, base_port)" in found
+    # Each value first; then, once every value is good, how the pools fit the apps and each other.
+    found = problems(environ={}, overrides={"apps_dir": str(apps), "pools": {"one": {"apps": ["a", "zzz"]}}})
+    assert found == ["pools.one.apps: no app 'zzz' in apps_dir (apps: a, b)"]
 
 
 def test_port_clash_between_pools(tmp_path):

@@ -18,10 +18,10 @@ from bokeh_stack import __version__
 from bokeh_stack.cli import status
 from bokeh_stack.cli.logs import LogsError, log_files, show
 from bokeh_stack.config import topology
-from bokeh_stack.config.checks import ROLES
 from bokeh_stack.config.plan import SERVICE_USER, RunPlan, find_nginx
 from bokeh_stack.config.secret import SecretError, ensure_secret, write_secret
 from bokeh_stack.config.settings import Settings, SettingsError, load, write_record
+from bokeh_stack.config.values import ROLES
 from bokeh_stack.provisioning import apply as applying
 from bokeh_stack.provisioning import privileges, runner, supervision
 from bokeh_stack.provisioning import render as rendering
@@ -333,8 +333,8 @@ def _change_users(args: argparse.Namespace, users: Any) -> int:
         print(f"changed={'yes' if changed else 'no'} comment={shlex.quote(f'user {name} {said} in {path}')}")
     else:
         print(f"bokeh-stack: user {name} {said} in {path}")
-    if plan.settings.auth["mode"] != "password":
-        print(f"bokeh-stack: note: auth.mode is {plan.settings.auth['mode']}: these users sign in once it is password",
+    if plan.settings.auth.mode != "password":
+        print(f"bokeh-stack: note: auth.mode is {plan.settings.auth.mode}: these users sign in once it is password",
               file=sys.stderr)  # fmt: skip
     return 0
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bokeh_stack.config.checks import UNSAFE_PATH_CHARS
+from bokeh_stack.config.values import UNSAFE_PATH_CHARS
 
 # Paths where the stack serves something of its own; an app of that name would be shadowed.
 RESERVED_APP_NAMES = {"static", "healthz"}

@@ -1,11 +1,9 @@
-"""The one settings model of a bokeh-stack deployment.
-
-Layers, each overriding the one before: defaults.yaml beside this file, a settings file (YAML, same keys),
-BOKEH_STACK_* environment variables (nested keys joined by a double underscore, values parsed as YAML),
-and command-line flags. Everything is validated before anything starts; every problem is reported at once.
-
-It needs only the standard library and PyYAML: `bokeh-stack` starts fast and checks settings before anything else.
-"""
+"""The settings of a deployment, from every layer: the model's defaults (config/model.py, which defines every
+setting), a settings file (YAML, the same keys), BOKEH_STACK_* environment variables (nested keys joined by a
+double underscore, values read as YAML) and command-line flags, each over the one before; and, for every command
+after `up`, the record of what `up` was started with. Every layer names its unknown keys (with a suggestion); the
+model checks every value; then what goes together, the host's files, the apps and the pools' ports are checked
+(config/checks.py, discovery.py, pools.py). Every problem found is reported at once, values before the rest."""
 
 from __future__ import annotations
 
@@ -19,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from bokeh_stack.config.checks import check_access, check_types, check_values, origin, path
+from bokeh_stack.config import model
+from bokeh_stack.config.checks import check_access, check_host, model_problems, origin
 from bokeh_stack.config.discovery import AppSource, check_apps, check_python_path
 from bokeh_stack.config.files import write_atomically
-from bokeh_stack.config.pools import POOL_KEYS, Pool, build_pools, check_port_clashes
+from bokeh_stack.config.pools import Pool, build_pools, check_port_clashes
 from bokeh_stack.config.topology import local_address, url_host
 
-DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
-ENV_PREFIX = "BOKEH_STACK_"
-ENV_SETTINGS_FILE = "BOKEH_STACK_SETTINGS"
+ENV_PREFIX = model.ENV_PREFIX
+ENV_SETTINGS_FILE = f"{ENV_PREFIX}SETTINGS"
+POOL_KEYS = tuple(model.PoolSpec.model_fields)
 PATH_KEYS = ("apps_dir", "runtime_dir", "log_dir", "secret_file")
 
 
@@ -42,72 +42,56 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated settings. Every field but `pools` is the setting of the same name in defaults.yaml (its
-    default and its documentation are there; a test holds the two to the same names), lists as tuples and paths
-    resolved; `pools` holds the default pool and every named one."""
+    """The settings of a deployment: the model as given (`given`: config/model.py defines every setting, its
+    default and its documentation), and the settings resolved from it. Every setting reads as an attribute
+    (s.port, s.session.keep_alive_ms); the fields below hold the resolved form of the settings of the same name:
+    paths absolute, empty ones derived, the pools built (the default pool first), the apps found."""
 
+    given: model.Settings
     apps_dir: Path
     function_apps: Mapping[str, str]
     python_path: tuple[Path, ...]
     runtime_dir: Path
-    role: str
-    user: str
-    allow_root: bool
-    listen_address: str
-    port: int
-    server_names: tuple[str, ...]
-    public_origins: tuple[str, ...]
-    prefix: str
-    trusted_proxies: tuple[str, ...]
-    auth: Mapping[str, Any]
-    access: Mapping[str, Mapping[str, tuple[str, ...]]]
-    worker_address: str
-    worker_hosts: tuple[str, ...]
-    unix_sockets: bool
-    base_port: int
-    workers: int
-    pools: tuple[Pool, ...]
-    session: Mapping[str, int]
-    nginx: Mapping[str, int]
-    stats_log_ms: int
-    mem_log_ms: int
     log_dir: Path
-    log_to_stdout: bool
     secret_file: Path
-    frame_ancestors: str
-    tls: Mapping[str, Any]
-    watchdog: Mapping[str, int]
-    ops: Mapping[str, Any]
-    worker_fixes: bool
-    worker_fix_mismatch: str
+    public_origins: tuple[str, ...]
+    worker_hosts: tuple[str, ...]
+    pools: tuple[Pool, ...]
+    access: Mapping[str, Mapping[str, tuple[str, ...]]]
     # Not settings: every app's code, by name (apps_dir and function_apps) ...
     sources: Mapping[str, AppSource] = field(default_factory=dict)
     # ... and what these settings were made of, for write_record (the file, the environment, the flags).
     record: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for what is not a field or a property: a setting as given.
+        if name == "given" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.given, name)
+
     @property
     def tls_on(self) -> bool:
-        return bool(self.tls["certificate"])
+        return bool(self.tls.certificate)
 
     @property
     def public_port(self) -> int:
         """The port browsers load the apps from: HTTPS's when TLS is on."""
-        return self.tls["port"] if self.tls_on else self.port
+        return self.tls.port if self.tls_on else self.port
 
     @property
     def auth_on(self) -> bool:
-        return self.auth["mode"] != "none"
+        return self.auth.mode != "none"
 
     @property
     def users_file(self) -> Path:
-        return Path(self.auth["users_file"]) if self.auth["users_file"] else self.runtime_dir / "users.json"
+        return Path(self.auth.users_file) if self.auth.users_file else self.runtime_dir / "users.json"
 
     @property
     def ops_server_names(self) -> tuple[str, ...]:
         """The Host names the ops listener answers to: setting ops.server_names (or localhost and the loopback and
         listening addresses), and always the address this host itself reaches it at (the ops process, status)."""
-        names = list(self.ops["server_names"]) or ["localhost", "127.0.0.1", "::1", self.ops["address"]]
-        names.append(local_address(self.ops["address"]))
+        names = list(self.ops.server_names) or ["localhost", "127.0.0.1", "::1", self.ops.address]
+        names.append(local_address(self.ops.address))
         return tuple(dict.fromkeys(url_host(n) for n in names if n not in ("0.0.0.0", "::")))
 
     @property
@@ -127,10 +111,6 @@ class Settings:
         return next(pool for pool in self.pools if app in pool.apps)
 
 
-def load_defaults() -> dict[str, Any]:
-    return yaml.safe_load(DEFAULTS_FILE.read_text())
-
-
 def load(
     settings_file: str | os.PathLike | None = None,
     environ: Mapping[str, str] | None = None,
@@ -145,7 +125,7 @@ def load(
     runtime dir, or nothing at all in the default place, acts on the running stack as it is."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
-    schema = load_defaults()
+    schema = model.defaults()
     problems: list[str] = []
 
     settings_file = settings_file or environ.get(ENV_SETTINGS_FILE)
@@ -169,7 +149,7 @@ def load(
     for source, layer, base in layers:
         _merge_layer(merged, schema, layer, source, problems, path_base, base)
     try:
-        settings = _build(merged, schema, path_base, environ)
+        settings = _build(merged, path_base, environ)
     except SettingsError as e:
         raise SettingsError(problems + e.problems) from None
     if problems:
@@ -243,7 +223,7 @@ def _environment_layer(environ: Mapping[str, str], schema: Mapping[str, Any], pr
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_SETTINGS_FILE:
             continue
-        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        keys = name[len(ENV_PREFIX) :].lower().split(model.ENV_NESTING)
         try:
             # Empty (compose's ${NAME:-}): an empty string, or an empty list or mapping where the setting is one.
             value = yaml.safe_load(text) if text.strip() else _empty_like(schema, keys)
@@ -316,63 +296,52 @@ def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
             into[key] = copy.deepcopy(value)
 
 
-def _build(
-    raw: dict[str, Any], schema: Mapping[str, Any], path_base: dict[str, Path], environ: Mapping[str, str]
-) -> Settings:
+def _build(raw: dict[str, Any], path_base: dict[str, Path], environ: Mapping[str, str]) -> Settings:
+    try:
+        given = model.Settings(**raw)
+    except ValidationError as e:
+        raise SettingsError(model_problems(e, raw)) from None
     problems: list[str] = []
-    check_types(raw, schema, problems, prefix="")
-    if problems:
-        raise SettingsError(problems)
+    paths = {key: (path_base[key] / getattr(given, key)).resolve() for key in PATH_KEYS if getattr(given, key)}
+    runtime_dir = paths.get("runtime_dir") or default_runtime_dir(environ)
+    log_dir = paths.get("log_dir") or runtime_dir / "logs"
+    secret_file = paths.get("secret_file") or runtime_dir / "secret"
+    apps_dir = paths.get("apps_dir") or path_base["apps_dir"]
 
-    paths = {key: path(raw[key], path_base[key], key, problems) for key in PATH_KEYS}
-    runtime_dir = paths["runtime_dir"] if raw["runtime_dir"] else default_runtime_dir(environ)
-    log_dir = paths["log_dir"] if raw["log_dir"] else runtime_dir / "logs"
-    secret_file = paths["secret_file"] if raw["secret_file"] else runtime_dir / "secret"
-
-    check_values(raw, problems)
-
-    sources = check_apps(paths["apps_dir"], raw["function_apps"], raw["role"], problems)
-    python_path = check_python_path(raw["python_path"], raw["role"], problems)
+    check_host(given, problems)
+    sources = check_apps(apps_dir, given.function_apps, given.role, problems)
+    python_path = check_python_path(given.python_path, given.role, problems)
     apps = list(sources)
-    pools = build_pools(raw, apps, problems)
-    access = check_access(raw["access"], raw["auth"]["mode"], apps, problems)
-    tls_on = bool(raw["tls"]["certificate"])
-    nginx_ports = {raw["port"]: "nginx (port)"}
+    pools = build_pools(given, apps, problems)
+    access = check_access(given.access, given.auth.mode, apps, problems)
+    tls_on = bool(given.tls.certificate)
+    nginx_ports = {given.port: "nginx (port)"}
     if tls_on:
-        nginx_ports.setdefault(raw["tls"]["port"], "nginx (tls.port)")
-    ops_port = raw["ops"]["port"]
-    if raw["role"] != "worker":
-        if ops_port in nginx_ports:
-            problems.append(f"ops.port and {nginx_ports[ops_port]} must differ, both are {ops_port}")
-        nginx_ports.setdefault(ops_port, "nginx (ops.port)")
+        nginx_ports.setdefault(given.tls.port, "nginx (tls.port)")
+    if given.role != "worker":
+        if given.ops.port in nginx_ports:
+            problems.append(f"ops.port and {nginx_ports[given.ops.port]} must differ, both are {given.ops.port}")
+        nginx_ports.setdefault(given.ops.port, "nginx (ops.port)")
     check_port_clashes(nginx_ports, pools, problems)
     if problems:
         raise SettingsError(problems)
 
-    port = raw["port"]
-    public_port = raw["tls"]["port"] if tls_on else port
-    origins = raw["public_origins"] or [origin(name, public_port) for name in raw["server_names"] if name != "*"]
-    values = {key: tuple(raw[key]) if isinstance(raw[key], list) else raw[key] for key in schema}
-    values["ops"] = {
-        **raw["ops"],
-        "allow": tuple(raw["ops"]["allow"]),
-        "server_names": tuple(raw["ops"]["server_names"]),
-    }
-    values["auth"] = {**raw["auth"], "oidc": {**raw["auth"]["oidc"], "scopes": tuple(raw["auth"]["oidc"]["scopes"])}}
-    values["access"] = access
-    values["function_apps"] = {app: source.function for app, source in sources.items() if source.function}
-    values.update(
-        apps_dir=paths["apps_dir"],
+    public_port = given.tls.port if tls_on else given.port
+    origins = given.public_origins or tuple(origin(name, public_port) for name in given.server_names if name != "*")
+    return Settings(
+        given=given,
+        apps_dir=apps_dir,
+        function_apps={app: source.function for app, source in sources.items() if source.function},
         python_path=python_path,
-        sources=sources,
         runtime_dir=runtime_dir,
         log_dir=log_dir,
         secret_file=secret_file,
-        public_origins=tuple(origins),
-        worker_hosts=tuple(raw["worker_hosts"]) or (raw["worker_address"],),
+        public_origins=origins,
+        worker_hosts=given.worker_hosts or (given.worker_address,),
         pools=tuple(pools),
+        access=access,
+        sources=sources,
     )
-    return Settings(**values)
 
 
 def default_runtime_dir(environ: Mapping[str, str]) -> Path:

@@ -330,7 +330,7 @@ def public_endpoint(s: Settings) -> Endpoint:
 
 def ops_endpoint(s: Settings) -> Endpoint:
     """Where this host reaches its ops listener."""
-    return Endpoint(local_address(s.ops["address"]), s.ops["port"])
+    return Endpoint(local_address(s.ops.address), s.ops.port)
 
 
 def healthz(s: Settings, timeout: float = 5.0) -> int | None:

@@ -94,12 +94,12 @@ def needed_paths(plan: RunPlan) -> list[Path]:
 
 
 def signin_paths(plan: RunPlan) -> list[Path]:
-    """What the sign-in user must read: this Python, its settings (signin.json), its key, the users file, the
-    OIDC client secret."""
+    """What the sign-in user must read: this Python, its settings (signin.json), the OIDC client secret, and the
+    way to the users file."""
     paths = [*_python_paths(plan), plan.signin_file.parent]
     auth = plan.settings.auth
-    if auth["mode"] == "oidc":
-        paths.append(Path(auth["oidc"]["client_secret_file"]))
+    if auth.mode == "oidc":
+        paths.append(Path(auth.oidc.client_secret_file))
     # The key, the users file and the revoked cookies are handed to the sign-in user at render (signin_files): here,
     # only the way to them.
     return paths + [plan.users_file.parent]

@@ -109,11 +109,11 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "probes": [topology.PROBE] + [p["probe"] for p in pools],
         "apps": list(apps.values()),
         "listen": f"{url_host(s.listen_address)}:{s.port}",
-        "tls_listen": f"{url_host(s.listen_address)}:{s.tls['port']}",
-        "tls_port_suffix": "" if s.tls["port"] == 443 else f":{s.tls['port']}",
+        "tls_listen": f"{url_host(s.listen_address)}:{s.tls.port}",
+        "tls_port_suffix": "" if s.tls.port == 443 else f":{s.tls.port}",
         "static_dir": plan.static_tree,
         "favicon": bokeh_favicon(),
-        "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session["keep_alive_ms"]),
+        "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session.keep_alive_ms),
         "max_tries": min(all_servers, 3),
         "version": __version__,
         # The workers' own code: an upgrade changes every pool's arguments file, so apply restarts the workers
@@ -122,13 +122,13 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
-        "token_headers": [_header_name(h) for h in ("X-Real-IP", identity.USER_HEADER, *s.session["pass_headers"])],
+        "token_headers": [_header_name(h) for h in ("X-Real-IP", identity.USER_HEADER, *s.session.pass_headers)],
         "user": None,
         "umask": supervision.UMASK,
         "user_header": identity.USER_HEADER,
-        "ops_listen": host_port(s.ops["address"], s.ops["port"]),
+        "ops_listen": host_port(s.ops.address, s.ops.port),
         "ops_server_names": s.ops_server_names,
-        "ops_local": local_address(s.ops["address"]),
+        "ops_local": local_address(s.ops.address),
         "ops_target": str(topology.ops_endpoint(s)),
         "ops_origin": topology.OPS_TRUSTED_ORIGIN,
         "upstream_names": topology.upstream_names(s),
@@ -147,7 +147,7 @@ def ops_config(plan: RunPlan) -> OpsConfig:
         socket=str(plan.ops_socket),
         targets=tuple(topology.targets(plan)),
         metrics_path=topology.route("worker_metrics", s.prefix),
-        nginx_status=(local_address(s.ops["address"]), s.ops["port"], topology.route("nginx_status")),
+        nginx_status=(local_address(s.ops.address), s.ops.port, topology.route("nginx_status")),
         interval_s=OPS_INTERVAL_S,
         history=OPS_HISTORY_S // OPS_INTERVAL_S,
     )
@@ -160,16 +160,16 @@ def signin_config(plan: RunPlan, apps: list[dict[str, Any]]) -> SigninConfig:
     index_keys = ("name", "title", "description", "thumbnail", "hue")
     return SigninConfig(
         socket=str(plan.signin_socket),
-        mode=s.auth["mode"],
+        mode=s.auth.mode,
         prefix=s.prefix,
-        session_hours=s.auth["session_hours"],
-        failed_per_minute=s.auth["failed_per_minute"],
+        session_hours=s.auth.session_hours,
+        failed_per_minute=s.auth.failed_per_minute,
         users_file=str(plan.users_file),
         key_file=str(plan.signin_key_file),
         revoked_file=str(plan.revoked_file),
         workers=[dataclasses.asdict(t) for t in topology.targets(plan)],
         revoke_path=topology.route("revoke", s.prefix),
-        oidc={**s.auth["oidc"], "scopes": list(s.auth["oidc"]["scopes"])},
+        oidc=s.auth.oidc.model_dump(mode="json"),
         access={app: {key: list(names) for key, names in rule.items()} for app, rule in s.access.items()},
         apps=[{key: app[key] for key in index_keys} for app in apps],
         versions={"version": __version__, "bokeh_version": bokeh_version},
@@ -189,8 +189,8 @@ def _worker_mode(s: Settings) -> str:
         flags = "--plain "
     else:
         flags = "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
-    flags += "" if s.ops["metrics"] else "--no-metrics "
-    return flags + ("--client-session-ids " if s.session["client_session_ids"] else "")
+    flags += "" if s.ops.metrics else "--no-metrics "
+    return flags + ("--client-session-ids " if s.session.client_session_ids else "")
 
 
 def environment() -> jinja2.Environment:

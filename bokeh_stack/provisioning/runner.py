@@ -133,7 +133,7 @@ def say_ready(plan: RunPlan, how: str) -> None:
     say(f"ready at {public_url(settings)}  ({', '.join(settings.apps)}); {how}")
     if plan.with_nginx:
         say(f"operators: {ops_url(settings)} (the live dashboard; Prometheus scrapes /metrics there)")
-    if plan.with_signin and settings.auth["mode"] == "password" and not settings.users_file.exists():
+    if plan.with_signin and settings.auth.mode == "password" and not settings.users_file.exists():
         say("sign-in is on and nobody can sign in yet: add users with  bokeh-stack users add NAME --password-stdin")
 
 
@@ -145,9 +145,9 @@ def check_ports_free(plan: RunPlan) -> None:
     settings = plan.settings
     wanted = [(settings.listen_address, settings.port, "nginx")]
     if settings.tls_on:
-        wanted.append((settings.listen_address, settings.tls["port"], "nginx (TLS)"))
+        wanted.append((settings.listen_address, settings.tls.port, "nginx (TLS)"))
     if plan.with_nginx:
-        wanted.append((settings.ops["address"], settings.ops["port"], "nginx (ops listener)"))
+        wanted.append((settings.ops.address, settings.ops.port, "nginx (ops listener)"))
     if plan.with_workers and not settings.worker_sockets:
         wanted += [(settings.worker_address, port, "a worker") for port in settings.worker_ports]
     for address, port, user in wanted:

@@ -1,0 +1,448 @@
+"""Every setting of a bokeh-stack deployment, defined once: its type, its default, its documentation and the check
+of its value. defaults.yaml, what users read, is written from this model (`python -m bokeh_stack.config.model`,
+held by tests/test_settings.py); config/settings.py layers a settings file, BOKEH_STACK_* variables and flags over
+these defaults and validates the result here.
+
+A check here looks at one value. What needs several settings, the apps or the host (files, ports, app code) is
+checked in config/checks.py, config/discovery.py and config/pools.py."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bokeh_stack.config.values import (
+    AbsolutePath,
+    Address,
+    AppNames,
+    CookieNames,
+    FixMismatch,
+    FrameAncestors,
+    HeaderNames,
+    HostNames,
+    Names,
+    Networks,
+    OpsServerNames,
+    Origins,
+    PoolWorkers,
+    Port,
+    Positive,
+    Prefix,
+    Role,
+    SafePath,
+    ServerNames,
+    UserName,
+    Workers,
+    ZeroOrPositive,
+)
+
+
+class Group(BaseModel):
+    """A group of settings (a mapping in the settings file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Oidc(Group):
+    issuer: StrictStr = Field(
+        "",
+        description=(
+            "The OpenID Connect provider's issuer URL (its /.well-known/openid-configuration is read at start). The "
+            "provider must allow the redirect URI <scheme>://<server name><prefix>/login/callback."
+        ),
+    )
+    client_id: StrictStr = Field("", description="This stack's client id at the provider.")
+    client_secret_file: AbsolutePath = Field(
+        "", description=("The absolute path of a file holding the client secret (never the secret itself in settings).")
+    )
+    scopes: Names = Field(("openid", "profile", "email"), description="The scopes asked for; openid among them.")
+    username_claim: StrictStr = Field("preferred_username", description="The ID token claim that names the user.")
+    groups_claim: StrictStr = Field("groups", description="The ID token claim listing the user's groups (for access).")
+
+
+class Auth(Group):
+    mode: Literal["none", "password", "oidc"] = Field(
+        "none",
+        description=(
+            "Who may come in: none (everyone who reaches nginx), password (users managed by `bokeh-stack users`) or "
+            "oidc (OpenID Connect sign-in at the provider below). Signed in, a browser holds a signed cookie for every "
+            "app."
+        ),
+    )
+    session_hours: Positive = Field(12, description="How long a sign-in lasts.")
+    users_file: AbsolutePath = Field(
+        "",
+        description=(
+            "mode password: the users file (password hashes, groups), written by `bokeh-stack users add`. An absolute "
+            "path; empty: <runtime_dir>/users.json."
+        ),
+    )
+    failed_per_minute: Positive = Field(
+        5,
+        description=(
+            "Failed sign-ins one client address may make a minute; more are refused without checking the password."
+        ),
+    )
+    oidc: Oidc = Field(default_factory=Oidc, description="mode oidc: the provider.")
+
+
+class Session(Group):
+    token_expiration_s: Positive = Field(
+        86400,
+        description=(
+            "How long a page's token may be used to open (or, after a worker restart, re-open) its websocket."
+        ),
+    )
+    unused_lifetime_ms: Positive = Field(
+        15000, description=("A session with no open websocket is discarded this long after it was last used ...")
+    )
+    check_unused_ms: Positive = Field(5000, description="... checked this often.")
+    keep_alive_ms: Positive = Field(
+        37000, description=("Websocket ping interval; nginx's websocket read timeout is derived from it.")
+    )
+    max_message_bytes: Positive = Field(20971520, description="Largest websocket message a worker accepts.")
+    pass_cookies: CookieNames = Field(
+        (),
+        description=(
+            "Request cookies a page's session token carries to the app (session_context.request.cookies). Bokeh "
+            "copies every one by default, credentials too, into the token it embeds in the page, readable by any "
+            "script there; here none is copied unless listed, e.g. [theme]."
+        ),
+    )
+    pass_headers: HeaderNames = Field(
+        (),
+        description=(
+            "Request headers a page's session token carries to the app (session_context.request.headers), e.g. "
+            "[Accept-Language]. X-Real-IP (the client's address, as nginx saw it) is always passed."
+        ),
+    )
+    client_session_ids: StrictBool = Field(
+        False,
+        description=(
+            "Bokeh lets a client choose its session's id (the bokeh-session-id argument, the Bokeh-Session-Id header, "
+            "a bokeh-token argument) and joins an existing session of that id: a link carrying one drops its visitor "
+            "into the sender's session. false: every page gets a new session of the server's making. true only for "
+            "embedding schemes that pull a session by id (bokeh.client.pull_session), never with sign-in."
+        ),
+    )
+
+
+class Nginx(Group):
+    page_timeout_s: Positive = Field(
+        60, description=("How long a page request may wait for its worker (runs the app's main.py).")
+    )
+    page_rate_per_s: ZeroOrPositive = Field(
+        10,
+        description=(
+            "Page requests (each builds a Bokeh session) one client address may make per second, beyond a burst of "
+            "page_burst; more get 429 with Retry-After, so one client cannot fill a worker with orphan sessions. 0 "
+            "turns the limit off. Raise it when many users share one address (NAT) and open pages at once."
+        ),
+    )
+    page_burst: Positive = Field(40, description="See page_rate_per_s.")
+    client_timeout_s: Positive = Field(
+        10,
+        description=(
+            "A client must send its request headers (and each part of a body) within this time, or nginx cuts it off "
+            '(slow-header clients, "slowloris").'
+        ),
+    )
+    ws_per_address: ZeroOrPositive = Field(
+        1000,
+        description=(
+            "Websockets one client address may hold open at once (each open tab holds one). More get 429. 0: no limit."
+        ),
+    )
+    ws_open_rate_per_s: ZeroOrPositive = Field(
+        50,
+        description=(
+            "Websockets one client address may open per second beyond a burst of ws_open_burst (a classroom behind "
+            "one NAT address opens a few hundred at once after a restart). More get 429. 0: no limit."
+        ),
+    )
+    ws_open_burst: Positive = Field(500, description="See ws_open_rate_per_s.")
+
+
+class Tls(Group):
+    certificate: AbsolutePath = Field(
+        "",
+        description=(
+            "HTTPS is on when certificate and key are set: absolute paths of PEM files nginx can read (the "
+            "certificate with its chain, the key). nginx then serves HTTPS on tls.port, `port` redirects there, and "
+            "websockets use wss://."
+        ),
+    )
+    key: AbsolutePath = Field("", description="See certificate.")
+    port: Port = Field(8443, description="Where nginx serves HTTPS.")
+    hsts_max_age_s: ZeroOrPositive = Field(
+        31536000, description=("Strict-Transport-Security max-age sent over HTTPS; 0 sends none.")
+    )
+
+
+class Watchdog(Group):
+    timeout_s: ZeroOrPositive = Field(
+        5,
+        description=(
+            "A worker that does not answer its probe within timeout_s (checked every 5 s) is restarted: a hung worker "
+            "(deadlock, stuck C call, SIGSTOP) is back within ~20 s. 0 turns the watchdog off."
+        ),
+    )
+    start_grace_s: Positive = Field(
+        30,
+        description=(
+            "A (re)started worker is left alone this long (supervisord's startsecs): raise it above the time your "
+            "apps' server_lifecycle on_server_loaded takes, or the watchdog restarts a worker that is still loading."
+        ),
+    )
+
+
+class Ops(Group):
+    address: Address = Field(
+        "127.0.0.1",
+        description=(
+            "The operators' listener (nginx, never the public port): /metrics, every worker and nginx in one "
+            "Prometheus scrape, and /ops, a live dashboard of the fleet. 127.0.0.1: this machine only."
+        ),
+    )
+    port: Port = Field(9180, description="The operators' listener's port.")
+    allow: Networks = Field(
+        (),
+        description=(
+            "Networks allowed in besides loopback, as CIDRs (e.g. [10.0.0.0/8] for a Prometheus server on the LAN); "
+            "everyone else gets 403."
+        ),
+    )
+    server_names: OpsServerNames = Field(
+        (),
+        description=(
+            "The host names (and addresses) the ops listener answers to; any other Host gets 421, so that a web page "
+            "an operator has open cannot reach it under a name of its own (DNS rebinding). Empty: localhost, "
+            "127.0.0.1, [::1] and ops.address. Add the name Prometheus or a browser uses, e.g. [ops.example.com, "
+            "10.0.0.7]."
+        ),
+    )
+    metrics: StrictBool = Field(
+        True,
+        description=(
+            "The workers count sessions, messages and document builds for /metrics. false: they count nothing (to "
+            "measure what counting costs; make bench)."
+        ),
+    )
+
+
+class PoolSpec(Group):
+    apps: AppNames = Field(description=("The apps this pool serves (no other pool serves them)."))
+    workers: PoolWorkers = Field(1, description="The pool's workers.")
+    base_port: Port | None = Field(None, description="Its first port; none: the next free range.")
+
+
+class Settings(BaseSettings):
+    """The settings of a bokeh-stack deployment, with their defaults. Every provisioner (the local runner, the
+    container entrypoint, the Salt formula) starts from these, then overrides them from a settings file,
+    BOKEH_STACK_* environment variables and command-line flags, in that order."""
+
+    # The layers are config/settings.py's (a file, YAML-typed variables, flags, the record of `up`): the model
+    # validates what they make, and names the environment's prefix and nesting.
+    model_config = SettingsConfigDict(env_prefix="BOKEH_STACK_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **sources: Any):
+        return (init_settings,)
+
+    apps_dir: SafePath = Field(
+        "apps",
+        description=(
+            "Directory of Bokeh apps, each served at /NAME: every subdirectory NAME with a main.py (or main.ipynb), "
+            "and every NAME.py script and NAME.ipynb notebook (notebooks need `pip install 'bokeh-stack[notebooks]'`). "
+            "Names starting with _ or . are not apps (helper modules, checkpoints)."
+        ),
+    )
+    function_apps: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Apps that are a function of a program's own, `function(doc)` building each session's document as for "
+            'Bokeh\'s FunctionHandler, by route: e.g. {dask_status: "mypkg.dashboards:make_document"} serves '
+            "/dask_status. They join the pools like the apps in apps_dir."
+        ),
+    )
+    python_path: Names = Field(
+        (),
+        description=(
+            "Directories (absolute paths) put first on the workers' import path, for code that is not installed in "
+            "their Python environment (function_apps' packages, modules the apps import)."
+        ),
+    )
+    runtime_dir: SafePath = Field(
+        "",
+        description=(
+            "Where rendered configs, logs, pid files and the generated secret live. Empty: the user's state "
+            "directory, $XDG_STATE_HOME/bokeh-stack (~/.local/state/bokeh-stack), so that `bokeh-stack up` writes "
+            "nothing where it is run."
+        ),
+    )
+    role: Role = Field(
+        "all",
+        description=(
+            "What this host runs: all (nginx and the workers), balancer (nginx only) or worker (the workers only)."
+        ),
+    )
+    user: UserName = Field(
+        "",
+        description=(
+            "The user the workers (app code) and nginx's worker processes run as; only root can choose. Empty: the "
+            "user who starts the stack, or, started as root, the system user bokeh-stack (created on first start, "
+            "no login, no home)."
+        ),
+    )
+    allow_root: StrictBool = Field(False, description="Running app code as root needs both `user: root` and this.")
+    listen_address: Address = Field(
+        "127.0.0.1",
+        description=(
+            "The public entry: nginx listens here. 127.0.0.1: this machine only; 0.0.0.0 (or an address of this "
+            "machine's) to serve other machines too (the compose file and the Salt formula do)."
+        ),
+    )
+    port: Port = Field(8080, description="The port nginx listens on.")
+    server_names: ServerNames = Field(
+        ("localhost", "127.0.0.1"),
+        description=("Host names nginx answers for; any other Host header gets 421 from the default server."),
+    )
+    public_origins: Origins = Field(
+        (),
+        description=(
+            "Origins (host[:port]) browsers load the apps from. Empty: every server name at `port`. Set it when "
+            "clients reach nginx through another port or name (a published container port, a TLS proxy)."
+        ),
+    )
+    prefix: Prefix = Field("", description="Serve everything under a path, e.g. /dashboards. Empty: at the root.")
+    trusted_proxies: Networks = Field(
+        (),
+        description=(
+            "Proxies in front of nginx (a cloud load balancer, a TLS-terminating proxy) as CIDRs, e.g. [10.0.0.0/8]. "
+            "From them alone nginx takes the client's address from X-Forwarded-For (the page and websocket limits, "
+            "nginx's logs and the apps' request.remote_ip see the real client) and the scheme from X-Forwarded-Proto "
+            "(https: pages use wss:// and cookies are Secure). Anyone else's X-Forwarded-* headers are ignored."
+        ),
+    )
+    auth: Auth = Field(default_factory=Auth, description="Sign-in.")
+    access: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Who may open which app, once signed in, e.g. {cosine: {users: [alice], groups: [lab]}}. An app not listed "
+            "is open to every signed-in user; the index lists only the apps a user may open."
+        ),
+    )
+    worker_address: Address = Field(
+        "127.0.0.1",
+        description=("Workers: `bokeh serve` processes bound to worker_address, on consecutive ports from base_port."),
+    )
+    base_port: Port = Field(5100, description="The default pool's first port (workers on TCP).")
+    worker_hosts: HostNames = Field(
+        (),
+        description=(
+            "Where nginx reaches the workers: host names or addresses, each running every pool's workers "
+            "(containers: the workers' service name; several hosts: each worker host). Empty: worker_address."
+        ),
+    )
+    unix_sockets: StrictBool = Field(
+        True,
+        description=(
+            "On a single host (role all, no worker_hosts) the workers listen on unix sockets in "
+            "<runtime_dir>/sockets/, which only their user (nginx's too) can enter: other local users reach them "
+            "through nginx alone. false: TCP ports on worker_address from base_port, open to every local user. "
+            "Containers and worker hosts always use TCP."
+        ),
+    )
+    workers: Workers = Field(
+        2, description="Workers of the default pool, which serves every app not assigned to another pool."
+    )
+    pools: dict[str, PoolSpec] = Field(
+        default_factory=dict,
+        description=(
+            "Extra pools, each its own supervisord program and nginx upstream, e.g. pools: {heavy: {apps: [streaming], "
+            "workers: 2}}. A pool may set base_port; otherwise pools take consecutive port ranges after the default "
+            "pool."
+        ),
+    )
+    session: Session = Field(default_factory=Session, description="Bokeh sessions and their websockets.")
+    nginx: Nginx = Field(default_factory=Nginx, description="nginx's limits.")
+    frame_ancestors: FrameAncestors = Field(
+        "'self'",
+        description=(
+            "Which pages may show the apps in a frame: Content-Security-Policy frame-ancestors, e.g. \"'self'\", "
+            "\"'none'\" or \"'self' https://intranet.example.com\"."
+        ),
+    )
+    tls: Tls = Field(default_factory=Tls, description="HTTPS.")
+    watchdog: Watchdog = Field(default_factory=Watchdog, description="Hung workers.")
+    ops: Ops = Field(default_factory=Ops, description="The operators' listener.")
+    worker_fixes: StrictBool = Field(
+        True,
+        description=(
+            "bokeh-stack's fixes inside each worker (bokeh_stack/patches/fixes.py: orphan-session clean-up, clean "
+            "websocket close on restart, TCP_NODELAY, ...). false runs plain `bokeh serve`: only to tell Bokeh's "
+            "behaviour from ours."
+        ),
+    )
+    worker_fix_mismatch: FixMismatch = Field(
+        "stop",
+        description=(
+            "Each fix checks at worker start that the Bokeh code it replaces is still what it was written for. "
+            "stop: a worker whose Bokeh does not fit exits, naming the fix and the Bokeh version; warn: it runs "
+            "without that fix."
+        ),
+    )
+    stats_log_ms: ZeroOrPositive = Field(
+        60000, description="Worker statistics in the worker logs, this often (0: none)."
+    )
+    mem_log_ms: ZeroOrPositive = Field(60000, description="Worker memory in the worker logs, this often (0: none).")
+    log_dir: SafePath = Field("", description="Empty: <runtime_dir>/logs. Ignored when log_to_stdout is true.")
+    log_to_stdout: StrictBool = Field(False, description="Logs on standard output (containers) instead of files.")
+    secret_file: SafePath = Field(
+        "",
+        description=("Empty: <runtime_dir>/secret, generated on first run. BOKEH_SECRET_KEY in the environment wins."),
+    )
+
+
+ENV_PREFIX: str = Settings.model_config["env_prefix"]
+ENV_NESTING: str = Settings.model_config["env_nested_delimiter"]
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's default, nested as in a settings file (lists as lists)."""
+    return Settings().model_dump(mode="json")
+
+
+def defaults_yaml() -> str:
+    """defaults.yaml: every setting with its default and its documentation, as users read it."""
+    lines = [*_comment(Settings.__doc__ or "", ""), ""]
+    values = defaults()
+    for name, field in Settings.model_fields.items():
+        lines += _entry(name, field, values[name], "")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _entry(name: str, field: Any, value: Any, indent: str) -> list[str]:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, Group):
+        lines = [*_comment(field.description or "", indent), f"{indent}{name}:"]
+        for sub, sub_field in annotation.model_fields.items():
+            lines += _entry(sub, sub_field, value[sub], indent + "  ")
+        return lines
+    text = yaml.safe_dump({name: value}, default_flow_style=True, width=10_000).strip()
+    return [*_comment(field.description or "", indent), f"{indent}{text.removeprefix('{').removesuffix('}')}"]
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    text = " ".join(text.split())
+    return textwrap.wrap(text, 116 - len(indent), initial_indent=f"{indent}# ", subsequent_indent=f"{indent}# ")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(defaults_yaml())
