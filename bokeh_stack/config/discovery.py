@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bokeh_stack.config.values import UNSAFE_PATH_CHARS
+from bokeh_stack.config.values import UNSAFE_PATH_CHARS, runs_workers
 
 # Paths where the stack serves something of its own; an app of that name would be shadowed.
 RESERVED_APP_NAMES = {"static", "healthz"}
@@ -95,7 +95,7 @@ def check_apps(
         else:
             sources[source.name] = source
     notebooks = [s.path.name for s in sources.values() if s.kind == "notebook"]
-    if notebooks and role != "balancer" and importlib.util.find_spec("nbconvert") is None:
+    if notebooks and runs_workers(role) and importlib.util.find_spec("nbconvert") is None:
         problems.append(f"notebook apps ({', '.join(notebooks)}) need nbconvert: pip install 'bokeh-stack[notebooks]'")
     return dict(sorted(sources.items()))
 
@@ -104,6 +104,6 @@ def check_python_path(entries: list[str], role: str, problems: list[str]) -> tup
     for entry in entries:
         if not entry.startswith("/") or set(entry) & UNSAFE_PATH_CHARS:
             problems.append(f"python_path: {entry!r} must be an absolute path without quotes or $")
-        elif role != "balancer" and not Path(entry).is_dir():
+        elif runs_workers(role) and not Path(entry).is_dir():
             problems.append(f"python_path: {entry} is not a directory")
     return tuple(Path(entry) for entry in entries)

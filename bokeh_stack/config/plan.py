@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bokeh_stack.config.pools import Pool
 from bokeh_stack.config.settings import Settings
+from bokeh_stack.config.values import runs_nginx, runs_workers
 
 
 def find_nginx() -> str | None:
@@ -58,11 +59,11 @@ class RunPlan:
     # What runs here (setting `role`).
     @property
     def with_nginx(self) -> bool:
-        return self.settings.role in ("all", "balancer")
+        return runs_nginx(self.settings.role)
 
     @property
     def with_workers(self) -> bool:
-        return self.settings.role in ("all", "worker")
+        return runs_workers(self.settings.role)
 
     @property
     def with_signin(self) -> bool:

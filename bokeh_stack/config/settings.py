@@ -25,6 +25,7 @@ from bokeh_stack.config.discovery import AppSource, check_apps, check_python_pat
 from bokeh_stack.config.files import write_atomically
 from bokeh_stack.config.pools import Pool, build_pools, check_port_clashes
 from bokeh_stack.config.topology import local_address, url_host
+from bokeh_stack.config.values import runs_nginx
 
 ENV_PREFIX = model.ENV_PREFIX
 ENV_SETTINGS_FILE = f"{ENV_PREFIX}SETTINGS"
@@ -318,7 +319,7 @@ def _build(raw: dict[str, Any], path_base: dict[str, Path], environ: Mapping[str
     nginx_ports = {given.port: "nginx (port)"}
     if tls_on:
         nginx_ports.setdefault(given.tls.port, "nginx (tls.port)")
-    if given.role != "worker":
+    if runs_nginx(given.role):
         if given.ops.port in nginx_ports:
             problems.append(f"ops.port and {nginx_ports[given.ops.port]} must differ, both are {given.ops.port}")
         nginx_ports.setdefault(given.ops.port, "nginx (ops.port)")

@@ -145,6 +145,11 @@ class Endpoint:
     def __str__(self) -> str:
         return f"unix:{self.socket}" if self.socket else host_port(self.host, self.port)
 
+    @property
+    def url(self) -> str:
+        """Its URL with no path: http://host:port, or nginx's http://unix:/path: for a unix socket."""
+        return f"http://{self}:" if self.socket else f"http://{self}"
+
     @classmethod
     def parse(cls, text: str) -> Endpoint:
         if text.startswith("unix:"):

@@ -108,6 +108,16 @@ UserName = Annotated[
 # What a host runs: nginx and the workers, nginx only, the workers only.
 Role = Literal["all", "balancer", "worker"]
 ROLES: tuple[str, ...] = get_args(Role)
+
+
+def runs_nginx(role: str) -> bool:
+    return role in ("all", "balancer")
+
+
+def runs_workers(role: str) -> bool:
+    return role in ("all", "worker")
+
+
 HostNames = Annotated[Names, _each(_host_or_ip, "{key}: {r} is not a host name or address")]
 CookieNames = Annotated[
     Names,

@@ -130,6 +130,8 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "ops_server_names": s.ops_server_names,
         "ops_local": local_address(s.ops.address),
         "ops_target": str(topology.ops_endpoint(s)),
+        # The ops process itself, behind the ops listener.
+        "ops_process_url": topology.Endpoint(socket=str(plan.ops_socket)).url,
         "ops_origin": topology.OPS_TRUSTED_ORIGIN,
         "upstream_names": topology.upstream_names(s),
         "scrape_timeout_s": limits.SCRAPE_TIMEOUT_S,

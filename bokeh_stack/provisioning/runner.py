@@ -138,7 +138,7 @@ def say_ready(plan: RunPlan, how: str) -> None:
 
 
 def ops_url(settings: Settings) -> str:
-    return f"http://{topology.ops_endpoint(settings)}{topology.route('ops')}"
+    return topology.ops_endpoint(settings).url + topology.route("ops")
 
 
 def check_ports_free(plan: RunPlan) -> None:
