@@ -21,7 +21,7 @@ from typing import Any
 from bokeh.server.server import Server as BokehServer
 
 from bokeh_stack.config import limits
-from bokeh_stack.config.expect import Expect
+from bokeh_stack.config.expect import Expect, unmet
 from bokeh_stack.config.model import Session
 from bokeh_stack.patches import fixes, hardening
 from bokeh_stack.patches.patching import FixTargetChanged
@@ -44,7 +44,7 @@ def apply_fixes() -> None:
     global _applied
     if _applied:
         return
-    changed = fixes.unmet(EXPECTS)
+    changed = unmet(EXPECTS)
     if changed:
         raise FixTargetChanged(f"bokeh_stack.embed.Server does not fit this Bokeh: {'; '.join(changed)}")
     fixes.apply(FIXES)

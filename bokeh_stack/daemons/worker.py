@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from bokeh_stack.config.expect import Expect
+from bokeh_stack.config.expect import Expect, unmet
 from bokeh_stack.patches import fixes
 from bokeh_stack.patches.patching import Fix, FixTargetChanged
 
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
     if function_apps:
         from bokeh_stack.patches.function_apps import EXPECTS
 
-        changed = fixes.unmet((*EXPECTS, *SERVE_EXPECTS))
+        changed = unmet((*EXPECTS, *SERVE_EXPECTS))
         if changed:
             sys.exit(f"bokeh-stack worker: function apps do not fit this Bokeh: {'; '.join(changed)}")
         serve_function_apps(function_apps)
