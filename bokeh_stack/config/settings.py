@@ -24,7 +24,7 @@ from bokeh_stack.config.checks import check_access, check_host, model_problems, 
 from bokeh_stack.config.discovery import AppSource, check_apps, check_python_path
 from bokeh_stack.config.files import write_atomically
 from bokeh_stack.config.pools import Pool, build_pools, check_port_clashes
-from bokeh_stack.config.topology import local_address, url_host
+from bokeh_stack.config.topology import ops_endpoint, url_host
 from bokeh_stack.config.values import runs_nginx
 
 ENV_PREFIX = model.ENV_PREFIX
@@ -92,7 +92,7 @@ class Settings:
         """The Host names the ops listener answers to: setting ops.server_names (or localhost and the loopback and
         listening addresses), and always the address this host itself reaches it at (the ops process, status)."""
         names = list(self.ops.server_names) or ["localhost", "127.0.0.1", "::1", self.ops.address]
-        names.append(local_address(self.ops.address))
+        names.append(ops_endpoint(self).host)
         return tuple(dict.fromkeys(url_host(n) for n in names if n not in ("0.0.0.0", "::")))
 
     @property

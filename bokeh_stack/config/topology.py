@@ -185,7 +185,7 @@ class Endpoint:
     async def request(self, path: str, timeout: float, body: bytes | None = None) -> str | None:
         """The body of an HTTP/1.0 GET (or POST of `body`) that answers 200, or None: a few lines, so that the
         daemons need no HTTP client."""
-        host = f"{url_host(self.host)}:{self.port}" if not self.socket else "localhost"
+        host = "localhost" if self.socket else str(self)
         head = f"{'GET' if body is None else 'POST'} {path} HTTP/1.0\r\nHost: {host}\r\n"
         head += "\r\n" if body is None else f"Content-Length: {len(body)}\r\n\r\n"
         try:

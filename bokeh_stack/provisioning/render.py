@@ -22,7 +22,7 @@ from bokeh_stack.config.files import write_atomically
 from bokeh_stack.config.handoff import OpsConfig, SigninConfig
 from bokeh_stack.config.plan import UNIX_PATH_MAX, RunPlan
 from bokeh_stack.config.settings import Settings
-from bokeh_stack.config.topology import host_port, local_address, url_host
+from bokeh_stack.config.topology import host_port
 from bokeh_stack.provisioning import privileges, static_files, supervision
 from bokeh_stack.provisioning.apps import app_info, code_digest
 
@@ -108,8 +108,8 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "pools": pools,
         "probes": [topology.PROBE] + [p["probe"] for p in pools],
         "apps": list(apps.values()),
-        "listen": f"{url_host(s.listen_address)}:{s.port}",
-        "tls_listen": f"{url_host(s.listen_address)}:{s.tls.port}",
+        "listen": host_port(s.listen_address, s.port),
+        "tls_listen": host_port(s.listen_address, s.tls.port),
         "tls_port_suffix": "" if s.tls.port == 443 else f":{s.tls.port}",
         "static_dir": plan.static_tree,
         "favicon": bokeh_favicon(),
@@ -128,7 +128,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "user_header": identity.USER_HEADER,
         "ops_listen": host_port(s.ops.address, s.ops.port),
         "ops_server_names": s.ops_server_names,
-        "ops_local": local_address(s.ops.address),
+        "ops_local": topology.ops_endpoint(s).host,
         "ops_target": str(topology.ops_endpoint(s)),
         # The ops process itself, behind the ops listener.
         "ops_process_url": topology.Endpoint(socket=str(plan.ops_socket)).url,
@@ -145,11 +145,12 @@ def context(plan: RunPlan) -> dict[str, Any]:
 
 def ops_config(plan: RunPlan) -> OpsConfig:
     s = plan.settings
+    ops = topology.ops_endpoint(s)
     return OpsConfig(
         socket=str(plan.ops_socket),
         targets=tuple(topology.targets(plan)),
         metrics_path=topology.route("worker_metrics", s.prefix),
-        nginx_status=(local_address(s.ops.address), s.ops.port, topology.route("nginx_status")),
+        nginx_status=(ops.host, ops.port, topology.route("nginx_status")),
         interval_s=OPS_INTERVAL_S,
         history=OPS_HISTORY_S // OPS_INTERVAL_S,
     )
