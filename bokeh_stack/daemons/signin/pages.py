@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import secrets
 import time
 import urllib.parse
@@ -19,7 +18,7 @@ from tornado.web import Application, HTTPError, RequestHandler, create_signed_va
 from bokeh_stack.config import topology
 from bokeh_stack.config.topology import route
 from bokeh_stack.daemons.signin import users
-from bokeh_stack.daemons.signin.gate import COOKIE, Gate
+from bokeh_stack.daemons.signin.gate import COOKIE, Gate, log
 from bokeh_stack.daemons.signin.keys import Identity, may_open
 from bokeh_stack.daemons.signin.rules import safe_next
 from bokeh_stack.identity import USER_HEADER, header_value
@@ -31,7 +30,6 @@ FLOW_MAX_AGE_S = 600
 # https its name has the __Host- prefix (no other host or path can set it).
 CSRF_COOKIE = "bokeh_stack_csrf"
 LOGGED_NAME_CHARS = 64
-log = logging.getLogger("bokeh_stack.signin")
 
 
 class Page(RequestHandler):
