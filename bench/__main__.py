@@ -5,7 +5,8 @@
     .venv/bin/python -m bench static latency        # some parts only (printed; --out to write them)
     .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
 
-Parts: pageviews, static, latency, capacity, churn, metrics (bokeh-stack with its metrics on vs off), signin
+Parts: pageviews, static, latency, capacity, churn, pagecost (CPU per page view against Bokeh's own build, and
+stalls), metrics (bokeh-stack with its metrics on vs off), signin
 (bokeh-stack with sign-in on vs off), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints
 one markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. Not a test: nothing
 here fails on a slow machine.
@@ -22,6 +23,7 @@ from bench import report
 from bench.churn import churn
 from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
+from bench.pagecost import page_cost
 from bench.pageviews import page_views
 from bench.setups import DEFAULTS, SETUPS, apps_dir, started
 from bench.signin_cost import signin_cost
@@ -31,7 +33,7 @@ from bench.streaming import capacity, update_delays
 ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = ("pageviews", "static", "latency", "capacity", "churn", "metrics", "signin", "largedata")
+PARTS = ("pageviews", "static", "latency", "capacity", "churn", "pagecost", "metrics", "signin", "largedata")
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
@@ -64,6 +66,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity", default="50,25,400", help="first,step,most sessions on one worker")
     parser.add_argument("--capacity-seconds", type=float, default=8, help="each capacity step")
     parser.add_argument("--churn", default="500,5000", help="sessions opened and closed before each measurement")
+    parser.add_argument("--pagecost-views", type=int, default=300, help="page views whose CPU is measured (pagecost)")
     parser.add_argument(
         "--unused-ms",
         type=int,
@@ -81,6 +84,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.smoke:
         args.seconds, args.warmup, args.static_seconds, args.latency_seconds = 2, 1, 1, 2
         args.capacity, args.capacity_seconds, args.churn, args.unused_ms = "2,2,4", 1, "4,8", 1000
+        args.pagecost_views = 8
     if args.out is None and not args.smoke and set(args.parts) == set(PARTS) and set(args.setups) == set(SETUPS):
         args.out = ROOT / "docs" / "benchmarks.md"
     return args
@@ -139,6 +143,15 @@ def main(argv: list[str]) -> int:
         for key in args.setups:
             with start(key, "churn") as setup:
                 results.churn[key] = churn(setup, counts, args.concurrency, expiry_s)
+
+    if "pagecost" in args.parts:
+        print("CPU per page view, and stalls", file=sys.stderr)
+        for key in ("single", "stack"):
+            if key in args.setups:
+                with started(key, apps, 1, tmp / f"{key}-pagecost", session) as setup:
+                    results.pagecost[key] = page_cost(
+                        setup, "dashboard", APPS["dashboard"], args.pagecost_views, args.concurrency, expiry_s
+                    )
 
     if "metrics" in args.parts and "stack" in args.setups:
         print("metrics on vs off", file=sys.stderr)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import large_data, metrics_cost, signin_cost
+from bench import large_data, metrics_cost, pagecost, signin_cost
 from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
@@ -32,6 +32,7 @@ class Results:
     latency: dict = field(default_factory=dict)  # setup -> {"entry"|"direct": Delays}
     capacity: dict = field(default_factory=dict)  # ("single"|"stack", app) -> Capacity
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
+    pagecost: dict = field(default_factory=dict)  # "single"|"stack" -> PageCost (one worker, the dashboard)
     metrics: MetricsCost | None = None
     signin: SigninCost | None = None
     large_data: LargeData | None = None
@@ -104,6 +105,16 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
         "… left once expired: sessions / callbacks / documents",
         lambda k: k in ch and f"{ch[k][-1].left.sessions} / {ch[k][-1].left.callbacks} / {ch[k][-1].left.documents}",
     )
+    pc = r.pagecost
+    row(
+        "**6. CPU per page view** (one worker, dashboard), ms / the page's build + serialization in plain Bokeh",
+        lambda k: k in pc and f"**{pc[k].worker_cpu_ms:.0f}** / {pc[k].floor.cpu_ms:.0f} ({pc[k].ratio:.2f}×)",
+    )
+    row("… page views/s (8 at once, direct)", lambda k: k in pc and f"{pc[k].views_per_s:.1f}")
+    row(
+        f"… meanwhile, {pagecost.STREAMING_SESSIONS} streaming sessions' update delay p99 / max ms",
+        lambda k: k in pc and f"{_ms(pc[k].stall_p99_ms)} / {_ms(pc[k].stall_max_ms)}",
+    )
     return rows
 
 
@@ -143,6 +154,17 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
     if {"entry", "direct"} <= set(r.latency.get("stack", {})):
         overhead = r.latency["stack"]["entry"].p99_ms - r.latency["stack"]["direct"].p99_ms
         out.append(("proxy p99 overhead on a streamed update ≤ 1 ms", f"{overhead:+.2f} ms", overhead <= 1.0))
+    if "stack" in r.pagecost:
+        pc = r.pagecost["stack"]
+        out.append(
+            ("CPU per page view ≤ 1.0× the page's plain build + serialization", f"{pc.ratio:.2f}×", pc.ratio <= 1)
+        )
+        out.append(
+            ("while building pages: streamed update p99 ≤ 100 ms", f"{_ms(pc.stall_p99_ms)} ms", pc.stall_p99_ms <= 100)
+        )
+        out.append(
+            ("while building pages: streamed update max ≤ 300 ms", f"{_ms(pc.stall_max_ms)} ms", pc.stall_max_ms <= 300)
+        )
     if "stack" in r.churn:
         first, last = r.churn["stack"][0], r.churn["stack"][-1]
         growth = last.rss_mb / first.rss_mb

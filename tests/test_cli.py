@@ -49,10 +49,16 @@ def test_check_names_the_app_that_fails(tmp_path):
     apps = counter_apps(tmp_path / "apps", ["good"])
     (apps / "broken").mkdir()
     (apps / "broken" / "main.py").write_text("import numpy\nraise RuntimeError('the instrument is offline')\n")
+    (apps / "empty_plot").mkdir()  # builds, but Bokeh's checks (which the workers leave out) find a plot to draw
+    (apps / "empty_plot" / "main.py").write_text(
+        "from bokeh.plotting import curdoc, figure\ncurdoc().add_root(figure(title='nothing yet'))\n"
+    )
     result = bokeh_stack("check", "--apps", str(apps), "--runtime-dir", str(tmp_path / "run"))
     assert result.returncode == 1
-    assert "app good: ok" in result.stdout
+    assert "app good: ok\n" in result.stdout
     assert "app broken: FAILED" in result.stdout and "the instrument is offline" in result.stdout
+    assert "app empty_plot: ok, Bokeh's checks of its document found 1:\n" in result.stdout
+    assert "    warning 1000 (MISSING_RENDERERS): Plot has no renderers" in result.stdout
     assert "configs: ok" in result.stdout
     assert "1 app(s) failed to build their document" in result.stderr
 

@@ -223,12 +223,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"settings: ok ({len(settings.apps)} apps in {pools} pool(s), {workers} workers)")
     privileges.check(plan, lambda line: print(f"bokeh-stack: {line}"))
     failed = 0
-    for app, error in check_apps(settings, plan.app_user).items():
+    validation: dict[str, list[str]] = {}
+    for app, error in check_apps(settings, plan.app_user, validation=validation).items():
         if error:
             failed += 1
             print(f"app {app}: FAILED\n" + "\n".join(f"    {line}" for line in error.splitlines()))
         else:
-            print(f"app {app}: ok")
+            found = validation.get(app, [])
+            print(f"app {app}: ok" + (f", Bokeh's checks of its document found {len(found)}:" if found else ""))
+            print("".join(f"    {line}\n" for line in found), end="")
     with tempfile.TemporaryDirectory(prefix="bokeh-stack-check-") as tmp:
         rendering.render_checked(_plan(args).in_dir(Path(tmp)))
     print("configs: ok (nginx -t passed)")

@@ -46,6 +46,9 @@ OPS_TRUSTED_ORIGIN = "bokeh-stack-ops"
 # supervisord's spelling of one of a program's numbered processes, in its config.
 SUPERVISOR_PROCESS = "%(program_name)s_%(process_num)d"
 SUPERVISOR_PORT = "%(process_num)d"
+# Bokeh's switch for its checks of every document built: a worker leaves them out unless it is set ("true": `up
+# --dev`); `bokeh-stack check` runs them (daemons/app_check.py).
+VALIDATE_DOCUMENTS = "BOKEH_VALIDATE_DOC"
 
 
 def worker_process(program: str, port: int | str) -> str:

@@ -19,11 +19,16 @@ import weakref
 
 from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect
+from bokeh_stack.patches import page_cost
 from bokeh_stack.patches.failed_apps import failed_app_answers_500
 from bokeh_stack.patches.patching import Fix, FixTargetChanged, _replace, log
 
-# A batch of discarded sessions shares one garbage collection, this long after the first discard.
+# A batch of discarded sessions shares one garbage collection, this long after the first discard, of the young
+# generations only: a discarded document's models are unlinked (page_cost.cycles_broken_on_destroy), so reference
+# counting has freed it, and a collection of the whole heap would stall every session of the worker (290-470 ms
+# at saturation, measured). What reaches the oldest generation is left to Python's own collections.
 GC_DELAY_S = 1.0
+YOUNG = 1
 
 _open_websockets: weakref.WeakSet = weakref.WeakSet()
 
@@ -52,8 +57,8 @@ class CoalescedCollector:
     """Stands in for the `gc` module where Bokeh destroys a session's document.
 
     Bokeh runs a full `gc.collect()` for every session it discards, and discards expired sessions back to back:
-    300 orphan sessions (page GETs without a websocket) froze a worker for over a minute. One collection shortly
-    after a batch of discards frees the same memory (the documents are already unlinked) at the cost of one.
+    300 orphan sessions (page GETs without a websocket) froze a worker for over a minute. One collection of the
+    young generations shortly after a batch of discards frees what is left of them (the documents are unlinked).
     """
 
     def __init__(self, delay_s: float = GC_DELAY_S) -> None:
@@ -72,7 +77,7 @@ class CoalescedCollector:
 
     def _collect(self) -> None:
         self.pending = False
-        gc.collect()
+        gc.collect(YOUNG)
         _release_free_memory()
 
     def __getattr__(self, name: str):
@@ -382,7 +387,7 @@ FIXES = (
         accept_headers_nginx_accepts,
         (Expect(f"{SERVER}.__init__", params=("http_server_kwargs",)),),
     ),
-)
+) + page_cost.FIXES
 
 
 def check(fixes: tuple[Fix, ...] = FIXES) -> dict[str, list[str]]:

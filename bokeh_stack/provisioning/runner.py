@@ -62,7 +62,7 @@ def up(plan: RunPlan, detach: bool = False, dev: bool = False, verbose: bool = F
     say(f"starting {len(settings.worker_ports)} workers and nginx (logs: {settings.log_dir})")
     if detach:
         return _up_detached(plan, broken, stop)
-    proc = supervision.start_supervisord(plan, silent=not verbose)
+    proc = supervision.start_supervisord(plan, silent=not verbose, validate_documents=dev)
     try:
         if not wait_ready(plan, lambda: proc.poll() is None, stop):
             return 1 if proc.poll() is not None or not stop.requested else 0

@@ -57,9 +57,15 @@ def supervisord_command(
     return argv, env
 
 
-def start_supervisord(plan: RunPlan, foreground: bool = True, silent: bool = False) -> subprocess.Popen:
-    """supervisord as a child in its own process group (in the background: the child exits once it is there)."""
+def start_supervisord(
+    plan: RunPlan, foreground: bool = True, silent: bool = False, validate_documents: bool = False
+) -> subprocess.Popen:
+    """supervisord as a child in its own process group (in the background: the child exits once it is there).
+    validate_documents (`up --dev`): the workers run Bokeh's checks of every document they build, which production
+    workers leave to `bokeh-stack check` (patches/page_cost.py)."""
     argv, env = supervisord_command(plan, foreground, silent)
+    if validate_documents:
+        env = {**env, topology.VALIDATE_DOCUMENTS: "true"}
     return subprocess.Popen(argv, env=env, start_new_session=True, umask=UMASK)
 
 

@@ -1,15 +1,16 @@
 """Dashboard.
 
-The bench's page-view app: a typical small dashboard (a line of 200 points, a slider, a text), which records every
-execution of its code, one line per session built, in $COUNTER_RECORD_FILE (the format of tests/apps/counter).
+The bench's page-view app, a typical dashboard page of about a hundred models: two linked figures of 500 points, a
+slider, a select and a 50-row table. It records every execution of its code, one line per session built, in
+$COUNTER_RECORD_FILE (the format of tests/apps/counter).
 """
 
 import os
 import socket
 
 import numpy as np
-from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, Slider
+from bokeh.layouts import column, row
+from bokeh.models import ColumnDataSource, DataTable, NumberFormatter, Select, Slider, TableColumn
 from bokeh.plotting import curdoc, figure
 
 doc = curdoc()
@@ -22,17 +23,33 @@ if record and doc.session_context:
     finally:
         os.close(fd)
 
-x = np.linspace(0, 4 * np.pi, 200)
-source = ColumnDataSource(data={"x": x, "y": np.sin(x)})
-plot = figure(title="A wave", height=300, sizing_mode="stretch_width")
-plot.line("x", "y", source=source, line_width=2)
+SHAPES = {"sine": np.sin, "cosine": np.cos, "square": lambda v: np.sign(np.sin(v))}
+x = np.linspace(0, 4 * np.pi, 500)
+source = ColumnDataSource(data={"x": x, "y": np.sin(x), "dy": np.cos(x)})
+
+wave = figure(title="Signal", height=300, sizing_mode="stretch_width", tools="pan,wheel_zoom,box_select,reset")
+wave.line("x", "y", source=source, line_width=2)
+wave.scatter("x", "y", source=source, size=4, alpha=0.5)
+slope = figure(title="Slope", height=300, x_range=wave.x_range, sizing_mode="stretch_width", tools=wave.tools)
+slope.line("x", "dy", source=source, line_width=2, color="firebrick")
+
 frequency = Slider(title="Frequency", start=0.1, end=5, step=0.1, value=1)
+shape = Select(title="Shape", value="sine", options=list(SHAPES))
+table = DataTable(
+    source=ColumnDataSource(data={"x": x[:50], "y": np.sin(x[:50])}),
+    columns=[TableColumn(field=f, title=f, formatter=NumberFormatter(format="0.000")) for f in ("x", "y")],
+    height=280,
+    sizing_mode="stretch_width",
+)
 
 
-def change(attr: str, old: float, new: float) -> None:
-    source.data = {"x": x, "y": np.sin(new * x)}
+def update(attr: str, old: object, new: object) -> None:
+    y = SHAPES[shape.value](frequency.value * x)
+    source.data = {"x": x, "y": y, "dy": np.gradient(y, x)}
+    table.source.data = {"x": x[:50], "y": y[:50]}
 
 
-frequency.on_change("value", change)
-doc.add_root(column(frequency, plot, Div(text="A small dashboard"), sizing_mode="stretch_width"))
+frequency.on_change("value", update)
+shape.on_change("value", update)
+doc.add_root(column(row(frequency, shape), wave, slope, table, sizing_mode="stretch_width"))
 doc.title = "Dashboard"
