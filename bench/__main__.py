@@ -6,10 +6,10 @@
     .venv/bin/python -m bench --smoke --out /tmp/b.md   # every part at a tiny size (the test suite does this)
 
 Parts: pageviews, static, latency, capacity, churn, pagecost (CPU per page view against Bokeh's own build, and
-stalls), metrics (bokeh-stack with its metrics on vs off), signin
-(bokeh-stack with sign-in on vs off), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints
-one markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. Not a test: nothing
-here fails on a slow machine.
+stalls), compression (bokeh-stack with session.compression off vs on), metrics (bokeh-stack with its metrics on vs
+off), signin (bokeh-stack with sign-in on vs off), largedata (10 million points decimated vs all sent, on
+bokeh-stack). Prints one markdown table, the targets (PASS/MISS) and the design's reference figures beside ours.
+Not a test: nothing here fails on a slow machine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import report
 from bench.churn import churn
+from bench.compression import compression_cost
 from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pagecost import page_cost
@@ -33,7 +34,19 @@ from bench.streaming import capacity, update_delays
 ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = ("pageviews", "static", "latency", "capacity", "churn", "pagecost", "metrics", "signin", "largedata")
+PARTS = (
+    "pageviews",
+    "static",
+    "latency",
+    "capacity",
+    "churn",
+    "pagecost",
+    "compression",
+    "metrics",
+    "signin",
+    "largedata",
+)
+COMPRESSION_SESSIONS = 50
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
@@ -152,6 +165,11 @@ def main(argv: list[str]) -> int:
                     results.pagecost[key] = page_cost(
                         setup, "dashboard", APPS["dashboard"], args.pagecost_views, args.concurrency, expiry_s
                     )
+
+    if "compression" in args.parts and "stack" in args.setups:
+        print("websocket compression off vs on", file=sys.stderr)
+        sessions = 2 if args.smoke else COMPRESSION_SESSIONS
+        results.compression = compression_cost(apps, tmp, session, sessions, args.latency_seconds)
 
     if "metrics" in args.parts and "stack" in args.setups:
         print("metrics on vs off", file=sys.stderr)

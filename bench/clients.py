@@ -190,8 +190,12 @@ class Subscriber:
     _task: asyncio.Task | None = None
 
     @classmethod
-    async def connect(cls, url: str, origin: str | None = None, measure_delay: bool = False) -> Subscriber:
-        view = await open_page(url, origin=origin or page_origin(url), document_ready=True, timeout=60)
+    async def connect(
+        cls, url: str, origin: str | None = None, measure_delay: bool = False, compression: bool = False
+    ) -> Subscriber:
+        view = await open_page(
+            url, origin=origin or page_origin(url), document_ready=True, timeout=60, compression=compression
+        )
         subscriber = cls(view, measure_delay)
         subscriber._task = asyncio.create_task(subscriber._listen())
         return subscriber

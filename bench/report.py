@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import large_data, metrics_cost, pagecost, signin_cost
+from bench import compression, large_data, metrics_cost, pagecost, signin_cost
 from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
 from bench.setups import SETUPS
@@ -33,6 +33,7 @@ class Results:
     capacity: dict = field(default_factory=dict)  # ("single"|"stack", app) -> Capacity
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
     pagecost: dict = field(default_factory=dict)  # "single"|"stack" -> PageCost (one worker, the dashboard)
+    compression: list = field(default_factory=list)  # [compression.Wire off, on]
     metrics: MetricsCost | None = None
     signin: SigninCost | None = None
     large_data: LargeData | None = None
@@ -241,6 +242,8 @@ def markdown(r: Results) -> str:
         lines += ["", metrics_cost.markdown(r.metrics)]
     if r.signin:
         lines += ["", signin_cost.markdown(r.signin)]
+    if r.compression:
+        lines += ["", compression.markdown(r.compression)]
     if r.large_data:
         lines += ["", large_data.markdown(r.large_data)]
     anchors = _anchors(r)

@@ -83,6 +83,11 @@ class PageView:
         """What the server has sent over this page's websocket so far (the document, then every update)."""
         return getattr(self._ws, RECEIVED_BYTES, 0)
 
+    @property
+    def wire_bytes(self) -> int:
+        """What has come over this page's websocket as it was on the wire: frames, compressed if negotiated."""
+        return self._ws.protocol._wire_bytes_in
+
     async def next_message(self, timeout: float = 10.0) -> Any:
         """The next complete Bokeh protocol message the server sends (e.g. a PATCH-DOC)."""
         return await asyncio.wait_for(_read_message(self._ws, self._receiver, self.url), timeout)
@@ -110,9 +115,11 @@ async def open_page(
     timeout: float = 15.0,
     document_ready: bool = False,
     ca_certs: str | None = None,
+    compression: bool = False,
 ) -> PageView:
     """Load a Bokeh app page and connect its session; the websocket stays open until PageView.close().
-    `ca_certs`: a CA bundle to check an https:// server's certificate with (default: the system's)."""
+    `ca_certs`: a CA bundle to check an https:// server's certificate with (default: the system's).
+    `compression`: offer permessage-deflate, as browsers do."""
     jar = CookieJar() if jar is None else jar
     start = time.perf_counter()
     headers = {"Cookie": jar.header()} if jar.cookies else {}
@@ -136,7 +143,7 @@ async def open_page(
         await asyncio.sleep(delay)
         try:
             ws, receiver, document = await connect_and_pull(
-                url, token, ws_headers, max(deadline - time.monotonic(), 1), ca_certs
+                url, token, ws_headers, max(deadline - time.monotonic(), 1), ca_certs, compression
             )
             break
         except PageViewError as e:
@@ -151,13 +158,20 @@ async def open_page(
 
 
 async def connect_and_pull(
-    url: str, token: str, headers: dict[str, str], timeout: float, ca_certs: str | None = None
+    url: str,
+    token: str,
+    headers: dict[str, str],
+    timeout: float,
+    ca_certs: str | None = None,
+    compression: bool = False,
 ) -> tuple[WebSocketClientConnection, Receiver, Document]:
     request = HTTPRequest(
         websocket_url(url), headers=headers, connect_timeout=timeout, request_timeout=timeout, ca_certs=ca_certs
     )
     try:
-        ws = await websocket_connect(request, subprotocols=["bokeh", token])
+        ws = await websocket_connect(
+            request, subprotocols=["bokeh", token], compression_options={} if compression else None
+        )
     except HTTPClientError as e:
         # An upgrade the server answered with an error (403: Origin refused) is final; 599 is tornado's timeout.
         raise PageViewError("websocket", url, _describe(e), final=e.code != 599) from e

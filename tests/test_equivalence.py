@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import random
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 from tornado.ioloop import IOLoop
 
 import tests.bokeh_examples as examples
+from bokeh_stack import feed as feeds
 from bokeh_stack.patches import fixes, patching
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +128,9 @@ def _application(case: str) -> Application:
 
 async def _messages(case: str) -> list[tuple[str, list[bytes]]]:
     """The PULL-DOC reply and every PATCH-DOC the case's session sends, as (content JSON, buffers)."""
+    for name, module in list(sys.modules.items()):  # an app's own modules (their state) start afresh each time
+        if Path(getattr(module, "__file__", None) or "/").is_relative_to(ROOT / "apps"):
+            del sys.modules[name]
     context = ApplicationContext(_application(case), io_loop=IOLoop.current())
     context.run_load_hook()
     start = RequestStartLine("GET", f"/{case}", "HTTP/1.1")
@@ -141,7 +146,22 @@ async def _messages(case: str) -> list[tuple[str, list[bytes]]]:
     _drive(doc)
     sent += [protocol.create("PATCH-DOC", [e]) for e in events if isinstance(e, DocumentPatchedEvent)]
     context.run_unload_hook()
-    return [(message.content_json, [bytes(b.data) for b in message.buffers]) for message in sent]
+    return [(message.content_json, [bytes(b.data) for b in message.buffers]) for message in sent] + _fed(doc)
+
+
+def _fed(doc) -> list[tuple[str, list[bytes]]]:
+    """What each bokeh_stack Feed the document's sources show sends them on a tick (the feed writes it to the
+    browsers itself, not through the document's events); the feeds are stopped and forgotten after."""
+    sent = []
+    for feed in list(feeds._feeds.values()):
+        for source in [s for s in feed._sources if s.document is doc]:
+            rows = feed.compute()
+            _, _, content, buffers, scratch_id = feeds._patch_template(rows, feed.rollover)
+            sent.append((content.replace(scratch_id, f'"id":"{source.id}"'), [b for b, binary in buffers if binary]))
+        if feed._timer is not None:
+            feed._timer.stop()
+    feeds._feeds.clear()
+    return sent
 
 
 def _without_ids(messages: list[tuple[str, list[bytes]]]) -> list[tuple[str, list[bytes]]]:

@@ -261,3 +261,10 @@ def test_a_runtime_dir_too_long_for_a_unix_socket_is_refused_clearly(tmp_path):
     with pytest.raises(RenderError, match=r"would be \d+ bytes long, over the 107 .* shorter runtime_dir"):
         rendering.render_checked(plan)
     assert not plan.supervisord_conf.exists()
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_session_compression_reaches_every_worker(tmp_path, compression):
+    layout = rendered(tmp_path, session={"compression": compression})
+    commands = [p.command.split() for p in supervisord_programs(layout)["bokeh_default"]]
+    assert commands and all(("--compression" in c) == compression for c in commands)

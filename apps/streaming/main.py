@@ -1,25 +1,24 @@
 """Streaming.
 
-Coloured circles streamed ten times a second with a rollover, and a time series whose x range follows the
-newest data.
+One instrument's readings streamed ten times a second to every tab: coloured circles with a rollover, and a time
+series whose x range follows the newest data.
 """
 
-import time
-
-import numpy as np
+import instrument
 from bokeh.events import DocumentReady
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, DataRange1d
-from bokeh.palettes import Viridis256
 from bokeh.plotting import curdoc, figure
+
+from bokeh_stack.feed import Feed
 
 PERIOD_MS, KEEP = 100, 600
 
 doc = curdoc()
-rng = np.random.default_rng()
-# Both plots draw from one source, so each tick is one stream() call: one message to the browser. Every stream()
-# (or other change) is a message of its own, and its cost in the worker is mostly per message, not per value.
-# `t` is the server's clock (ms since the epoch) when the point was made: clients can measure the delay.
+# Every tab shows the same readings: the worker reads the instrument once per tick and sends one message per tab
+# (a Feed), instead of each session computing and streaming its own. Both plots draw from one source, so a tick is
+# one message to the browser.
+feed = Feed.shared("instrument", instrument.read, period_ms=PERIOD_MS, rollover=KEEP)
 source = ColumnDataSource(data={"t": [], "value": [], "x": [], "y": [], "size": [], "color": []}, name="stream")
 
 scatter = figure(title="Streamed circles", x_range=(0, 1), y_range=(0, 1), height=350, sizing_mode="stretch_width")
@@ -35,25 +34,9 @@ timeline = figure(
 timeline.line("t", "value", source=source, line_width=2)
 
 
-def update() -> None:
-    last = source.data["value"][-1] if source.data["value"] else 0.0
-    source.stream(
-        {
-            "t": [time.time() * 1000],
-            "value": [last + rng.standard_normal()],
-            "x": [rng.random()],
-            "y": [rng.random()],
-            "size": [rng.random() * 20 + 5],
-            "color": [Viridis256[rng.integers(0, 256)]],
-        },
-        rollover=KEEP,
-    )
-
-
 def start(event: DocumentReady) -> None:
     # Start only once a browser has rendered the page (see random_walk).
-    if not doc.session_callbacks:
-        doc.add_periodic_callback(update, PERIOD_MS)
+    feed.attach(source)
 
 
 doc.on_event(DocumentReady, start)

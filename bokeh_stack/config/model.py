@@ -130,6 +130,7 @@ class Session(Group):
             "embedding schemes that pull a session by id (bokeh.client.pull_session), never with sign-in."
         ),
     )
+    compression: StrictBool = Field(False, description="Websocket permessage-deflate (python -m bench compression).")
 
 
 class Nginx(Group):

@@ -1,5 +1,5 @@
 """A bokeh-stack worker: `python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics]
-[--client-session-ids] ARGS_FILE PORT`
+[--compression] [--client-session-ids] ARGS_FILE PORT`
 runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from supervisor/worker.args.j2; {port}
 replaced by PORT), with the stack's fixes to Bokeh (patches/fixes.py, patches/hardening.py) and its metrics
 (patches/worker_metrics.py) checked and applied first. ARGS_FILE starts with the worker's own options, before
@@ -19,10 +19,10 @@ from bokeh_stack.patches.patching import Fix, FixTargetChanged
 # The line a worker logs once it listens (Bokeh names its URLs only on a TCP port): the tests read it.
 LISTENING = "bokeh-stack worker listening on"
 USAGE = (
-    "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] [--client-session-ids] "
-    "ARGS_FILE PORT"
+    "usage: python -m bokeh_stack.worker [--plain | --warn-mismatch] [--no-metrics] [--compression] "
+    "[--client-session-ids] ARGS_FILE PORT"
 )
-FLAGS = ("--plain", "--warn-mismatch", "--no-metrics", "--client-session-ids")
+FLAGS = ("--plain", "--warn-mismatch", "--no-metrics", "--compression", "--client-session-ids")
 # What serve_function_apps assumes of Bokeh's serve command.
 SERVE_EXPECTS = (
     Expect("bokeh.command.subcommands.serve:Serve.invoke", uses=("customize_applications", "files", "Application")),
@@ -109,6 +109,10 @@ def main(argv: list[str]) -> None:
         chosen += fixes.FIXES + hardening.FIXES
         if "--client-session-ids" in flags:  # settings session.client_session_ids: the operator allows them
             chosen = tuple(fix for fix in chosen if fix.name != "no_client_session_ids")
+    if "--compression" in flags:  # settings session.compression
+        from bokeh_stack.patches import one_write
+
+        chosen += one_write.COMPRESSION
     if "--no-metrics" not in flags:
         from bokeh_stack.patches import worker_metrics
 

@@ -19,7 +19,7 @@ import weakref
 
 from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect
-from bokeh_stack.patches import page_cost
+from bokeh_stack.patches import one_write, page_cost
 from bokeh_stack.patches.failed_apps import failed_app_answers_500
 from bokeh_stack.patches.patching import Fix, FixTargetChanged, _replace, log
 
@@ -303,91 +303,95 @@ def references_on_demand() -> None:
 WS = "bokeh.server.views.ws:WSHandler"
 SERVER = "bokeh.server.server:Server"
 FIXES = (
-    Fix(
-        "websocket_nodelay",
-        websocket_nodelay,
-        (Expect(f"{WS}.open", uses=("_async_open",)), Expect("tornado.websocket:WebSocketHandler.set_nodelay")),
-    ),
-    Fix(
-        "references_on_demand",
-        references_on_demand,
-        (
-            Expect("bokeh.protocol.messages.patch_doc:patch_doc.create", uses=("Serializer", "synced_references")),
-            Expect("bokeh.protocol.messages.patch_doc:Serializer"),
-            Expect("bokeh.document.models:DocumentModelManager.synced_references"),
-            Expect("bokeh.document.models:DocumentModelManager.__init__", uses=("_models", "_new_models")),
-            Expect("bokeh.core.serialization:Serializer.__init__", uses=("_references",), params=("references",)),
-            Expect("bokeh.core.serialization:Serializer.has_ref"),
-            Expect("bokeh.core.serialization:Serializer.get_ref"),
+    (
+        Fix(
+            "websocket_nodelay",
+            websocket_nodelay,
+            (Expect(f"{WS}.open", uses=("_async_open",)), Expect("tornado.websocket:WebSocketHandler.set_nodelay")),
         ),
-    ),
-    Fix(
-        "coalesced_gc",
-        coalesced_gc,
-        (
-            Expect("bokeh.document.document:gc"),
-            Expect("bokeh.document.document:Document.destroy", uses=("gc", "collect")),
-            Expect(f"{SERVER}.run_until_shutdown", uses=("_sigterm",)),
+        Fix(
+            "references_on_demand",
+            references_on_demand,
+            (
+                Expect("bokeh.protocol.messages.patch_doc:patch_doc.create", uses=("Serializer", "synced_references")),
+                Expect("bokeh.protocol.messages.patch_doc:Serializer"),
+                Expect("bokeh.document.models:DocumentModelManager.synced_references"),
+                Expect("bokeh.document.models:DocumentModelManager.__init__", uses=("_models", "_new_models")),
+                Expect("bokeh.core.serialization:Serializer.__init__", uses=("_references",), params=("references",)),
+                Expect("bokeh.core.serialization:Serializer.has_ref"),
+                Expect("bokeh.core.serialization:Serializer.get_ref"),
+            ),
         ),
-    ),
-    Fix(
-        "module_cleanup_without_referrer_scan",
-        module_cleanup_without_referrer_scan,
-        (
-            Expect("bokeh.document.modules:DocumentModuleManager.destroy", uses=("get_referrers", "_modules")),
-            Expect("bokeh.document.modules:DocumentModuleManager.__init__", uses=("_modules",)),
+        Fix(
+            "coalesced_gc",
+            coalesced_gc,
+            (
+                Expect("bokeh.document.document:gc"),
+                Expect("bokeh.document.document:Document.destroy", uses=("gc", "collect")),
+                Expect(f"{SERVER}.run_until_shutdown", uses=("_sigterm",)),
+            ),
         ),
-    ),
-    Fix(
-        "interleaved_discards",
-        interleaved_discards,
-        (
-            Expect("bokeh.server.contexts:ApplicationContext._discard_session", coroutine=True),
-            Expect("bokeh.server.contexts:ApplicationContext._cleanup_sessions", uses=("_discard_session",)),
+        Fix(
+            "module_cleanup_without_referrer_scan",
+            module_cleanup_without_referrer_scan,
+            (
+                Expect("bokeh.document.modules:DocumentModuleManager.destroy", uses=("get_referrers", "_modules")),
+                Expect("bokeh.document.modules:DocumentModuleManager.__init__", uses=("_modules",)),
+            ),
         ),
-    ),
-    Fix(
-        "drain_on_sigterm",
-        drain_on_sigterm,
-        (
-            Expect(f"{SERVER}._sigterm", coroutine=False, uses=("_loop",)),
-            Expect("bokeh.server.server:BaseServer.__init__", uses=("_http", "_loop")),
-            Expect("tornado.httpserver:HTTPServer.close_all_connections", coroutine=True),
-            Expect("tornado.websocket:WebSocketHandler.close", params=("code", "reason")),
-            Expect(f"{WS}.__init__", uses=("write_lock",)),
-            Expect("tornado.websocket:WebSocketHandler.__init__", uses=("ws_connection",)),
-            Expect("tornado.websocket:WebSocketProtocol.__init__", uses=("stream",)),
+        Fix(
+            "interleaved_discards",
+            interleaved_discards,
+            (
+                Expect("bokeh.server.contexts:ApplicationContext._discard_session", coroutine=True),
+                Expect("bokeh.server.contexts:ApplicationContext._cleanup_sessions", uses=("_discard_session",)),
+            ),
         ),
-    ),
-    Fix(
-        "ready_on_rebuild",
-        ready_on_rebuild,
-        (
-            Expect(f"{WS}._async_open", coroutine=True, params=("token",), uses=("create_session_if_needed",)),
-            Expect("bokeh.server.contexts:ApplicationContext.get_session", uses=("ProtocolError",)),
-            Expect("bokeh.server.session:ServerSession.with_document_locked", coroutine=True),
-            Expect("bokeh.document.document:Document.__init__", uses=("callbacks",)),
-            Expect("bokeh.document.callbacks:DocumentCallbackManager.trigger_event", params=("event",)),
+        Fix(
+            "drain_on_sigterm",
+            drain_on_sigterm,
+            (
+                Expect(f"{SERVER}._sigterm", coroutine=False, uses=("_loop",)),
+                Expect("bokeh.server.server:BaseServer.__init__", uses=("_http", "_loop")),
+                Expect("tornado.httpserver:HTTPServer.close_all_connections", coroutine=True),
+                Expect("tornado.websocket:WebSocketHandler.close", params=("code", "reason")),
+                Expect(f"{WS}.__init__", uses=("write_lock",)),
+                Expect("tornado.websocket:WebSocketHandler.__init__", uses=("ws_connection",)),
+                Expect("tornado.websocket:WebSocketProtocol.__init__", uses=("stream",)),
+            ),
         ),
-    ),
-    Fix(
-        "failed_app_answers_500",
-        failed_app_answers_500,
-        (
-            Expect("bokeh.application.application:Application.initialize_document", uses=("modify_document",)),
-            Expect("bokeh.application.handlers.handler:Handler.failed"),
-            Expect("bokeh.application.handlers.handler:Handler.error"),
-            Expect("bokeh.application.handlers.handler:Handler.error_detail"),
-            Expect("bokeh.server.views.session_handler:SessionHandler.get_session", coroutine=True),
-            Expect("tornado.web:Finish"),
+        Fix(
+            "ready_on_rebuild",
+            ready_on_rebuild,
+            (
+                Expect(f"{WS}._async_open", coroutine=True, params=("token",), uses=("create_session_if_needed",)),
+                Expect("bokeh.server.contexts:ApplicationContext.get_session", uses=("ProtocolError",)),
+                Expect("bokeh.server.session:ServerSession.with_document_locked", coroutine=True),
+                Expect("bokeh.document.document:Document.__init__", uses=("callbacks",)),
+                Expect("bokeh.document.callbacks:DocumentCallbackManager.trigger_event", params=("event",)),
+            ),
         ),
-    ),
-    Fix(
-        "accept_headers_nginx_accepts",
-        accept_headers_nginx_accepts,
-        (Expect(f"{SERVER}.__init__", params=("http_server_kwargs",)),),
-    ),
-) + page_cost.FIXES
+        Fix(
+            "failed_app_answers_500",
+            failed_app_answers_500,
+            (
+                Expect("bokeh.application.application:Application.initialize_document", uses=("modify_document",)),
+                Expect("bokeh.application.handlers.handler:Handler.failed"),
+                Expect("bokeh.application.handlers.handler:Handler.error"),
+                Expect("bokeh.application.handlers.handler:Handler.error_detail"),
+                Expect("bokeh.server.views.session_handler:SessionHandler.get_session", coroutine=True),
+                Expect("tornado.web:Finish"),
+            ),
+        ),
+        Fix(
+            "accept_headers_nginx_accepts",
+            accept_headers_nginx_accepts,
+            (Expect(f"{SERVER}.__init__", params=("http_server_kwargs",)),),
+        ),
+    )
+    + page_cost.FIXES
+    + one_write.FIXES
+)
 
 
 def check(fixes: tuple[Fix, ...] = FIXES) -> dict[str, list[str]]:

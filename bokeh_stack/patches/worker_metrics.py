@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from bokeh_stack.config.expect import Expect
 from bokeh_stack.config.handoff import restart_counts
 from bokeh_stack.config.topology import route
+from bokeh_stack.patches import one_write
 from bokeh_stack.patches.patching import Fix, _replace
 
 # Where supervisord's restart counter (bokeh_stack/daemons/restarts.py) keeps its counts; supervisord names the process.
@@ -241,6 +242,11 @@ def install() -> None:
             metrics.sent_bytes.inc(len(message) if message.isascii() else len(message.encode()))
         await write_message(self, message, binary, locked)
 
+    def written_counted(messages: int, payload_bytes: int) -> None:  # one write per message (patches/one_write.py)
+        metrics.sent.inc(messages)
+        metrics.sent_bytes.inc(payload_bytes)
+
+    _replace(one_write, "written", written_counted)
     _replace(BokehTornado, "__init__", init_with_metrics)
     _replace(BokehTornado, "start", start_with_lag)
     _replace(ApplicationContext, "create_session_if_needed", create_timed)

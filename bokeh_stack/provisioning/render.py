@@ -193,6 +193,7 @@ def _worker_mode(s: Settings) -> str:
     else:
         flags = "--warn-mismatch " if s.worker_fix_mismatch == "warn" else ""
     flags += "" if s.ops.metrics else "--no-metrics "
+    flags += "--compression " if s.session.compression else ""
     return flags + ("--client-session-ids " if s.session.client_session_ids else "")
 
 
