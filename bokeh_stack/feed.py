@@ -25,7 +25,6 @@ session's main.py namespace when the session ends, and the feed outlives the ses
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +32,6 @@ from typing import Any
 from bokeh_stack.config.expect import Expect, unmet
 from bokeh_stack.patches import one_write
 
-log = logging.getLogger("bokeh_stack.feed")
 Rows = dict[str, Sequence[Any]]
 # What a Feed reads of Bokeh's server: the session behind a document and the websockets subscribed to it.
 EXPECTS = (
@@ -153,27 +151,25 @@ def _send(socket, frames) -> None:
     """One write if the websocket's write lock is free (no other message is half written); else once it is."""
     import asyncio
 
+    acquired = socket.write_lock.acquire()
+    if acquired.done():
+        _write_locked(socket, frames)
+    else:
+        asyncio.ensure_future(_send_when_free(socket, acquired, frames))
+
+
+async def _send_when_free(socket, acquired, frames) -> None:
+    await acquired
+    _write_locked(socket, frames)
+
+
+def _write_locked(socket, frames) -> None:
+    """Write the frames of one message to a websocket whose write lock the caller holds, then release it."""
     from tornado.websocket import WebSocketClosedError
 
-    acquired = socket.write_lock.acquire()
-    if not acquired.done():
-        asyncio.ensure_future(_send_when_free(socket, acquired, frames))
-        return
     try:
         one_write.write_frames(socket, frames, new_message=True)
     except WebSocketClosedError:
         pass  # the browser left: its session is discarded later, and the feed forgets the source with it
-    finally:
-        socket.write_lock.release()
-
-
-async def _send_when_free(socket, acquired, frames) -> None:
-    from tornado.websocket import WebSocketClosedError
-
-    await acquired
-    try:
-        one_write.write_frames(socket, frames, new_message=True)
-    except WebSocketClosedError:
-        pass
     finally:
         socket.write_lock.release()

@@ -7,6 +7,7 @@ in pieces, late; and each frame is a system call of its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from bokeh_stack.config.expect import Expect
@@ -68,14 +69,8 @@ def message_frames(message) -> list[Frame]:
     """A Bokeh message's frames, in the order Bokeh's `Message.send` writes them."""
     frames: list[Frame] = [(message.header_json, False), (message.metadata_json, False), (message.content_json, False)]
     for buffer in message.buffers:
-        frames += [(_json(buffer.ref), False), (buffer.to_bytes(), True)]
+        frames += [(json.dumps(buffer.ref), False), (buffer.to_bytes(), True)]
     return frames
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def messages_in_one_write() -> None:
