@@ -181,8 +181,8 @@ def started(
         # The bench also measures the workers directly, without nginx: on TCP ports, not unix sockets. Only the
         # session settings given (the rest are the stack's own defaults, which an earlier version may not know).
         settings = {"unix_sockets": False, **(settings or {})}
-        python_path = checkout if key == "previous" else None
-        stack = start_stack(directory, apps_dir, workers=workers, session=given, python_path=python_path, **settings)
+        previous = checkout if key == "previous" else None
+        stack = start_stack(directory, apps_dir, workers=workers, session=given, checkout=previous, **settings)
         try:
             ports = stack.settings.worker_ports
             pids = lambda: [w.pid for w in sorted(stack.workers(), key=lambda w: w.port)]  # noqa: E731
