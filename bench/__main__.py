@@ -26,7 +26,7 @@ from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pagecost import page_cost
 from bench.pageviews import page_views
-from bench.setups import DEFAULTS, SETUPS, apps_dir, started
+from bench.setups import DEFAULTS, PREVIOUS, SETUPS, apps_dir, has_commit, previous_checkout, started
 from bench.signin_cost import signin_cost
 from bench.static import static_js
 from bench.streaming import capacity, update_delays
@@ -50,6 +50,8 @@ COMPRESSION_SESSIONS = 50
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
+# The shipped apps the bench serves (the rest are its own, in bench/apps).
+SHIPPED_APPS = ("streaming", "lifecycle")
 APPS = {
     "dashboard": ROOT / "bench" / "apps" / "dashboard",
     "streaming": ROOT / "apps" / "streaming",
@@ -64,6 +66,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("parts", nargs="*", metavar="PART", help=f"any of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="N: workers, and --num-procs (default 2)")
+    parser.add_argument("--previous", default=PREVIOUS, help=f"the commit the previous bokeh-stack runs ({PREVIOUS})")
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     parser.add_argument("--concurrency", type=int, default=8, help="browsers doing page views at once")
     parser.add_argument("--seconds", type=float, default=20, help="each page-view measurement (after --warmup)")
@@ -76,7 +79,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--static-seconds", type=float, default=10, help="each wrk run")
     parser.add_argument("--latency-seconds", type=float, default=30)
-    parser.add_argument("--capacity", default="50,25,400", help="first,step,most sessions on one worker")
+    parser.add_argument("--capacity", default="50,50,800", help="first,step,most sessions on one worker")
     parser.add_argument("--capacity-seconds", type=float, default=8, help="each capacity step")
     parser.add_argument("--churn", default="500,5000", help="sessions opened and closed before each measurement")
     parser.add_argument("--pagecost-views", type=int, default=300, help="page views whose CPU is measured (pagecost)")
@@ -94,6 +97,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     for given, known in ((args.parts, PARTS), (args.setups, SETUPS)):
         if unknown := set(given) - set(known):
             parser.error(f"unknown {', '.join(sorted(unknown))}: choose from {', '.join(known)}")
+    if "previous" in args.setups and not has_commit(args.previous):
+        missing = f"commit {args.previous} is not in this clone's history (a shallow clone?)"
+        if "--setups" in " ".join(argv):
+            parser.error(f"--setups previous: {missing}")
+        print(f"bench: leaving out the previous bokeh-stack: {missing}", file=sys.stderr)
+        args.setups.remove("previous")
     if args.smoke:
         args.seconds, args.warmup, args.static_seconds, args.latency_seconds = 2, 1, 1, 2
         args.capacity, args.capacity_seconds, args.churn, args.unused_ms = "2,2,4", 1, "4,8", 1000
@@ -105,16 +114,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    results = report.Results(workers=args.workers, concurrency=args.concurrency, setups=args.setups)
     tmp = Path(tempfile.mkdtemp(prefix="bokeh-stack-bench-"))
+    if "previous" not in args.setups:
+        return run(args, tmp, None)
+    with previous_checkout(tmp / "previous", args.previous) as checkout:
+        return run(args, tmp, checkout)
+
+
+def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
+    results = report.Results(workers=args.workers, concurrency=args.concurrency, setups=args.setups)
     apps = apps_dir(tmp / "apps", APPS)
+    # The earlier bokeh-stack serves the shipped apps as they were then (the streaming app without a Feed).
+    previous_apps = checkout and apps_dir(
+        tmp / "apps-previous", {**APPS, **{name: checkout / "apps" / name for name in SHIPPED_APPS}}
+    )
     check_unused_ms = min(DEFAULTS.session.check_unused_ms, args.unused_ms)
     session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
     expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
 
-    def start(key: str, name: str):
+    def start(key: str, name: str, workers: int = args.workers):
         print(f"  {SETUPS[key]}: {name}", file=sys.stderr, flush=True)
-        return started(key, apps, args.workers, tmp / f"{key}-{name}", session)
+        served = previous_apps if key == "previous" else apps
+        return started(key, served, workers, tmp / f"{key}-{name}", session, checkout=checkout)
 
     if "pageviews" in args.parts:
         print("page views", file=sys.stderr)
@@ -135,13 +156,13 @@ def main(argv: list[str]) -> int:
             with start(key, "latency") as setup:
                 n = len(setup.worker_ports)
                 groups = {"entry": [setup.url("/streaming")] * 2 * args.workers}
-                if key in ("recipe", "stack"):
+                if key in ("recipe", "previous", "stack"):
                     groups["direct"] = [setup.worker_url("/streaming", i % n) for i in range(2 * args.workers)]
                 results.latency[key] = update_delays(groups, setup.origin, args.latency_seconds)
     if "capacity" in args.parts:
         print("streaming capacity of one worker", file=sys.stderr)
         first, step, most = map(int, args.capacity.split(","))
-        for key in ("single", "stack"):
+        for key in ("single", "previous", "stack"):
             for app in CAPACITY_APPS if key in args.setups else ():
                 # A fresh worker per app: the sessions of the app before would expire during this ramp, and plain
                 # Bokeh's discards (one full collection each) would stall the worker for seconds.
@@ -159,11 +180,19 @@ def main(argv: list[str]) -> int:
 
     if "pagecost" in args.parts:
         print("CPU per page view, and stalls", file=sys.stderr)
-        for key in ("single", "stack"):
+        for key in ("single", "previous", "stack"):
             if key in args.setups:
-                with started(key, apps, 1, tmp / f"{key}-pagecost", session) as setup:
+                with start(key, "pagecost", workers=1) as setup:
                     results.pagecost[key] = page_cost(
                         setup, "dashboard", APPS["dashboard"], args.pagecost_views, args.concurrency, expiry_s
+                    )
+        if "stack" in args.setups:  # and each shipped app on its own, against its own floor
+            print("  bokeh-stack: pagecost of each shipped app", file=sys.stderr, flush=True)
+            shipped = ROOT / "apps"
+            with started("stack", shipped, 1, tmp / "stack-pagecost-apps", session) as setup:
+                for app in sorted(p.name for p in shipped.iterdir() if (p / "main.py").exists()):
+                    results.pagecost_apps[app] = page_cost(
+                        setup, app, shipped / app, args.pagecost_views // 4, args.concurrency, expiry_s, stream=False
                     )
 
     if "compression" in args.parts and "stack" in args.setups:

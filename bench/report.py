@@ -19,7 +19,9 @@ from bench.setups import SETUPS
 from bench.signin_cost import SigninCost
 from bokeh_stack.config.plan import find_nginx
 
-LETTERS = {"single": "(a)", "num_procs": "(b)", "recipe": "(c)", "stack": ""}
+LETTERS = {"single": "(a)", "num_procs": "(b)", "recipe": "(c)", "previous": "(d)", "stack": ""}
+# The most a step of the capacity ramp may fall short of: the shipped app on one worker.
+CAPACITY_TARGET = 500
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Results:
     capacity: dict = field(default_factory=dict)  # ("single"|"stack", app) -> Capacity
     churn: dict = field(default_factory=dict)  # setup -> [ChurnPoint, ...]
     pagecost: dict = field(default_factory=dict)  # "single"|"stack" -> PageCost (one worker, the dashboard)
+    pagecost_apps: dict = field(default_factory=dict)  # shipped app -> PageCost (bokeh-stack, one worker)
     compression: list = field(default_factory=list)  # [compression.Wire off, on]
     metrics: MetricsCost | None = None
     signin: SigninCost | None = None
@@ -133,7 +136,7 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
                 all(round(v, 2) == 1.0 for v in per_view),
             )
         )
-    for other, least in (("num_procs", 1.0), ("single", 1.7)):
+    for other, least in (("num_procs", 1.0), ("single", 1.7), ("previous", 1.0)):
         for keep_alive, mode in ((True, "keep-alive"), (False, "close")):
             ratio = _ratio(*(pv.get((k, keep_alive)) and pv[(k, keep_alive)].per_s for k in ("stack", other)))
             if ratio is not None:
@@ -155,6 +158,18 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
     if {"entry", "direct"} <= set(r.latency.get("stack", {})):
         overhead = r.latency["stack"]["entry"].p99_ms - r.latency["stack"]["direct"].p99_ms
         out.append(("proxy p99 overhead on a streamed update ≤ 1 ms", f"{overhead:+.2f} ms", overhead <= 1.0))
+    if r.pagecost_apps:
+        worst = max(r.pagecost_apps.items(), key=lambda item: item[1].ratio)
+        out.append(("each shipped app: CPU per page view ≤ 1.0× its plain build + serialization",
+                    f"{worst[1].ratio:.2f}× ({worst[0]}, the most)", worst[1].ratio <= 1))  # fmt: skip
+    cap = r.capacity
+    if ("stack", "streaming") in cap:
+        shipped = cap["stack", "streaming"].sessions
+        out.append((f"sessions of the shipped streaming app one worker carries ≥ {CAPACITY_TARGET}", str(shipped),
+                    shipped >= CAPACITY_TARGET))  # fmt: skip
+    if ("stack", "streaming_naive") in cap and ("previous", "streaming_naive") in cap:
+        now, before = cap["stack", "streaming_naive"].sessions, cap["previous", "streaming_naive"].sessions
+        out.append(("the naive per-session app: sessions ≥ 1.0× (d)", f"{now} / {before}", now >= before))
     if "stack" in r.pagecost:
         pc = r.pagecost["stack"]
         out.append(
@@ -242,6 +257,8 @@ def markdown(r: Results) -> str:
         lines += ["", metrics_cost.markdown(r.metrics)]
     if r.signin:
         lines += ["", signin_cost.markdown(r.signin)]
+    if r.pagecost_apps:
+        lines += ["", pagecost.markdown(r.pagecost_apps)]
     if r.compression:
         lines += ["", compression.markdown(r.compression)]
     if r.large_data:

@@ -1,6 +1,7 @@
 """The deployments a user would choose between, each started on loopback ports and stopped by process group:
-one `bokeh serve`, `bokeh serve --num-procs N`, Bokeh's documented nginx recipe over N `bokeh serve` workers, and
-bokeh-stack. All serve the same apps with the same session settings (bokeh-stack's defaults)."""
+one `bokeh serve`, `bokeh serve --num-procs N`, Bokeh's documented nginx recipe over N `bokeh serve` workers,
+bokeh-stack as it was (a git worktree of an earlier commit), and bokeh-stack. All serve the same apps with the same
+session settings (bokeh-stack's defaults)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ SETUPS = {
     "single": "one bokeh serve",
     "num_procs": "bokeh serve --num-procs",
     "recipe": "nginx recipe (least_conn)",
+    "previous": "bokeh-stack before",
     "stack": "bokeh-stack",
 }
+# The commit the "previous" setup runs: the last one before the work on page cost and streaming (issue 28).
+PREVIOUS = "6a25d5b"
 DEFAULTS = load(None)
 
 
@@ -138,21 +142,47 @@ def _app_dirs(apps_dir: Path) -> list[Path]:
     return sorted(p for p in apps_dir.iterdir() if (p / "main.py").exists())
 
 
+def has_commit(ref: str) -> bool:
+    found = subprocess.run(["git", "-C", str(HERE.parent), "cat-file", "-e", f"{ref}^{{commit}}"], capture_output=True)
+    return found.returncode == 0
+
+
+@contextmanager
+def previous_checkout(directory: Path, ref: str = PREVIOUS) -> Iterator[Path]:
+    """A git worktree of bokeh-stack at `ref`, removed on exit."""
+    root = HERE.parent
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(directory), ref], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(directory)], check=False)
+
+
 @contextmanager
 def started(
-    key: str, apps_dir: Path, workers: int, directory: Path, session: dict | None = None, settings: dict | None = None
+    key: str,
+    apps_dir: Path,
+    workers: int,
+    directory: Path,
+    session: dict | None = None,
+    settings: dict | None = None,
+    checkout: Path | None = None,
 ) -> Iterator[Setup]:
     """Start the deployment `key` serving every app in apps_dir, with `session` settings (unused_lifetime_ms,
-    check_unused_ms; default bokeh-stack's) and, for bokeh-stack, any other `settings`; stop all of it on exit."""
-    session = {**DEFAULTS.session.model_dump(), **(session or {})}
+    check_unused_ms; default bokeh-stack's) and, for bokeh-stack, any other `settings`; stop all of it on exit.
+    `checkout`: for "previous", the worktree whose bokeh-stack runs."""
+    given = session or {}
+    session = {**DEFAULTS.session.model_dump(), **given}
     directory.mkdir(parents=True, exist_ok=True)
     record = directory / "executions.txt"
     env = {"COUNTER_RECORD_FILE": str(record)}
     apps = _app_dirs(apps_dir)
-    if key == "stack":
-        # The bench also measures the workers directly, without nginx: on TCP ports, not unix sockets.
+    if key in ("stack", "previous"):
+        # The bench also measures the workers directly, without nginx: on TCP ports, not unix sockets. Only the
+        # session settings given (the rest are the stack's own defaults, which an earlier version may not know).
         settings = {"unix_sockets": False, **(settings or {})}
-        stack = start_stack(directory, apps_dir, workers=workers, session=session, **settings)
+        previous = checkout if key == "previous" else None
+        stack = start_stack(directory, apps_dir, workers=workers, session=given, checkout=previous, **settings)
         try:
             ports = stack.settings.worker_ports
             pids = lambda: [w.pid for w in sorted(stack.workers(), key=lambda w: w.port)]  # noqa: E731

@@ -166,9 +166,15 @@ class RunningStack:
 
 
 def start_stack(
-    tmp_path: Path, apps_dir: Path, ready: bool = True, up_args: tuple[str, ...] = (), **settings: Any
+    tmp_path: Path,
+    apps_dir: Path,
+    ready: bool = True,
+    up_args: tuple[str, ...] = (),
+    checkout: Path | None = None,
+    **settings: Any,
 ) -> RunningStack:
-    """`bokeh-stack up [up_args]` on free loopback ports, waited on until it says it is ready."""
+    """`bokeh-stack up [up_args]` on free loopback ports, waited on until it says it is ready. `checkout`: the
+    checkout whose bokeh_stack package runs it (the bench's previous version), instead of the installed one."""
     workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
     first = free_ports(workers + 2)
     values = {
@@ -188,6 +194,8 @@ def start_stack(
     output, record = tmp_path / "up.log", tmp_path / "executions.txt"
     env = {**os.environ, "COUNTER_RECORD_FILE": str(writable_record(record))}
     env.pop("BOKEH_SECRET_KEY", None)
+    if checkout is not None:  # supervisord hands it on to the workers
+        env["PYTHONPATH"] = str(checkout)
     with open(output, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bokeh_stack", "up", "--settings", str(settings_file), *up_args],

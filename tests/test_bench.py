@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.setups import SETUPS
 from harness.stack import ROOT
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser, pytest.mark.bench]
@@ -39,7 +40,14 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
         line = next((v for k, v in table.items() if k.startswith(row)), None)
         assert line is not None, f"no row {row!r} in:\n{text}"
         cells = line.strip("| ").split(" | ")[1:]
-        assert len(cells) == 4 and all(re.search(r"\d|worker", c) for c in cells), line
+        assert len(cells) == len(SETUPS) and all(re.search(r"\d|worker", c) for c in cells), line
+    # What a page view costs (one worker each: plain Bokeh, the previous bokeh-stack, this one), and each shipped app.
+    cost = next(v for k, v in table.items() if k.startswith("**6. CPU per page view**")).strip("| ").split(" | ")[1:]
+    measured = [cell for key, cell in zip(SETUPS, cost, strict=True) if key in ("single", "previous", "stack")]
+    assert all(re.search(r"\*\*\d+\*\* / \d+ \([\d.]+×\)", cell) for cell in measured), cost
+    assert re.search(r"\| streaming \| [\d.]+ ms \| [\d.]+ ms \| [\d.]+× \|", text), text
+    # Websocket compression off and on, side by side.
+    assert re.search(r"\| off \| [\d,]+ B \| [\d,]+ µs \| [\d.]+ kB \|\n\| on \|", text), text
 
     # Independent of timing: one execution per page view, BokehJS gzipped and cached, nothing left behind.
     assert "| app executions per page view = 1.00 | 1.00, 1.00 | PASS |" in text
