@@ -68,20 +68,15 @@ def _measure_floor(app_dir: str, views: int) -> dict[str, float]:
 
     from bokeh.command.util import build_single_handler_application
     from bokeh.protocol import Protocol
-    from bokeh.server.contexts import ApplicationContext
-    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
-    from tornado.ioloop import IOLoop
+
+    from harness.sessions import application_context, build_session
 
     async def measure() -> dict[str, float]:
-        context = ApplicationContext(build_single_handler_application(app_dir), io_loop=IOLoop.current())
-        context.run_load_hook()
+        context = application_context(build_single_handler_application(app_dir))
         protocol, build, serialize = Protocol(), 0.0, 0.0
         for i in range(views + 3):
-            request = HTTPServerRequest(
-                start_line=RequestStartLine("GET", "/app", "HTTP/1.1"), headers=HTTPHeaders({"Host": "127.0.0.1"})
-            )
             began = time.process_time()
-            session = await context.create_session_if_needed(f"floor-{i}", request)
+            session = await build_session(context, f"floor-{i}")
             built = time.process_time()
             protocol.create("PULL-DOC-REPLY", "request", session.document).content_json  # noqa: B018 (serializes)
             if i >= 3:

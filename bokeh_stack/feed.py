@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from bokeh_stack.config.expect import Expect, unmet
 from bokeh_stack.patches import one_write
@@ -86,38 +86,43 @@ class Feed:
             self._timer = None
             return
         rows = self.compute()
-        header, metadata, content, buffers, scratch_id = _patch_template(rows, self.rollover)
+        patch = _Patch.of(rows, self.rollover)
         for source in sources:
             _append(source, rows, self.rollover)
-            sockets = _sockets(source.document)
-            if not sockets:
-                continue
-            frames = [
-                (header, False),
-                (metadata, False),
-                (content.replace(scratch_id, f'"id":"{source.id}"', 1), False),
-            ]
-            frames += buffers
-            for socket in sockets:
+            frames = patch.frames(source.id)
+            for socket in _sockets(source.document):
                 _send(socket, frames)
 
 
-def _patch_template(rows: Rows, rollover: int | None):
-    """The PATCH-DOC message Bokeh sends for `stream(rows, rollover)`, made once on a scratch source: its frames,
-    and the scratch source's `"id":"..."` to put each session's source id in."""
-    from bokeh.document import Document
-    from bokeh.models import ColumnDataSource
-    from bokeh.protocol import Protocol
+class _Patch(NamedTuple):
+    """The PATCH-DOC message Bokeh sends for `stream(rows, rollover)`, made once on a scratch source, and the
+    scratch source's `"id":"..."` to put each session's source id in."""
 
-    doc, scratch = Document(), ColumnDataSource(data={name: [] for name in rows})
-    doc.add_root(scratch)
-    events: list = []
-    doc.on_change(events.append)
-    scratch.stream(rows, rollover)
-    message = Protocol().create("PATCH-DOC", events)
-    frames = one_write.message_frames(message)
-    (header, _), (metadata, _), (content, _) = frames[:3]
-    return header, metadata, content, frames[3:], f'"id":"{scratch.id}"'
+    header: str
+    metadata: str
+    content: str
+    buffers: list
+    scratch_id: str
+
+    @classmethod
+    def of(cls, rows: Rows, rollover: int | None) -> _Patch:
+        from bokeh.document import Document
+        from bokeh.models import ColumnDataSource
+        from bokeh.protocol import Protocol
+
+        doc, scratch = Document(), ColumnDataSource(data={name: [] for name in rows})
+        doc.add_root(scratch)
+        events: list = []
+        doc.on_change(events.append)
+        scratch.stream(rows, rollover)
+        frames = one_write.message_frames(Protocol().create("PATCH-DOC", events))
+        (header, _), (metadata, _), (content, _) = frames[:3]
+        return cls(header, metadata, content, frames[3:], f'"id":"{scratch.id}"')
+
+    def frames(self, source_id: str) -> list:
+        """The message's frames, (data, binary) each, for the source with id `source_id`."""
+        content = self.content.replace(self.scratch_id, f'"id":"{source_id}"', 1)
+        return [(self.header, False), (self.metadata, False), (content, False), *self.buffers]
 
 
 def _append(source, rows: Rows, rollover: int | None) -> None:

@@ -31,7 +31,7 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-5000:]
     text = out.read_text()

@@ -25,13 +25,11 @@ from bokeh.document.callbacks import invoke_with_curdoc
 from bokeh.document.events import DocumentPatchedEvent
 from bokeh.events import ButtonClick, DocumentReady, RangesUpdate
 from bokeh.protocol import Protocol
-from bokeh.server.contexts import ApplicationContext
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
-from tornado.ioloop import IOLoop
 
 import tests.bokeh_examples as examples
 from bokeh_stack import feed as feeds
 from bokeh_stack.patches import fixes, patching
+from harness.sessions import application_context, build_session
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = {p.name: p for p in sorted((ROOT / "apps").iterdir()) if (p / "main.py").exists()}
@@ -131,11 +129,8 @@ async def _messages(case: str) -> list[tuple[str, list[bytes]]]:
     for name, module in list(sys.modules.items()):  # an app's own modules (their state) start afresh each time
         if Path(getattr(module, "__file__", None) or "/").is_relative_to(ROOT / "apps"):
             del sys.modules[name]
-    context = ApplicationContext(_application(case), io_loop=IOLoop.current())
-    context.run_load_hook()
-    start = RequestStartLine("GET", f"/{case}", "HTTP/1.1")
-    request = HTTPServerRequest(start_line=start, headers=HTTPHeaders({"Host": "127.0.0.1"}))
-    session = await context.create_session_if_needed("equivalence-session", request)
+    context = application_context(_application(case))
+    session = await build_session(context, "equivalence-session", f"/{case}")
     doc = session.document
     assert doc.roots, f"{case} built no document: see its error above"
     session._pending_writes = []  # as while a callback holds the document's lock; no connection is subscribed
@@ -155,9 +150,8 @@ def _fed(doc) -> list[tuple[str, list[bytes]]]:
     sent = []
     for feed in list(feeds._feeds.values()):
         for source in [s for s in feed._sources if s.document is doc]:
-            rows = feed.compute()
-            _, _, content, buffers, scratch_id = feeds._patch_template(rows, feed.rollover)
-            sent.append((content.replace(scratch_id, f'"id":"{source.id}"'), [b for b, binary in buffers if binary]))
+            (_, _, (content, _), *buffers) = feeds._Patch.of(feed.compute(), feed.rollover).frames(source.id)
+            sent.append((content, [data for data, binary in buffers if binary]))
         if feed._timer is not None:
             feed._timer.stop()
     feeds._feeds.clear()

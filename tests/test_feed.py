@@ -52,9 +52,9 @@ def _copy(data: dict) -> dict:
 @pytest.mark.parametrize("rollover", [None, 3])
 def test_a_feed_sends_and_keeps_what_stream_does(data, rows, rollover):
     bokeh_content, bokeh_buffers, bokeh_data = _stream_message(_copy(data), rows, rollover)
-    header, _, content, buffers, scratch_id = feeds._patch_template(rows, rollover)
+    (header, _), _, (content, _), *buffers = feeds._Patch.of(rows, rollover).frames("SOURCE")
     assert '"msgtype":"PATCH-DOC"' in header.replace(" ", "")
-    assert _ID.sub('"id"', content.replace(scratch_id, '"id":"SOURCE"')) == bokeh_content
+    assert _ID.sub('"id"', content) == bokeh_content
     assert [payload for payload, binary in buffers if binary] == bokeh_buffers
 
     source = ColumnDataSource(data=_copy(data))

@@ -168,13 +168,17 @@ def one_build_per_turn() -> None:
     from bokeh.server.contexts import ApplicationContext
 
     create = ApplicationContext.create_session_if_needed
-    turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+    # The running loop's lock. A worker has one loop; a process that makes loops one after another (the tests) keeps
+    # only the last one's.
+    turn: dict[str, object] = {}
 
     async def create_in_turn(self: ApplicationContext, session_id, request=None, token=None):
         if session_id in self._sessions:  # nothing to build
             return await create(self, session_id, request, token)
-        turn = turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with turn:
+        loop = asyncio.get_running_loop()
+        if turn.get("loop") is not loop:
+            turn.update(loop=loop, lock=asyncio.Lock())
+        async with turn["lock"]:
             await asyncio.sleep(TIMERS_FIRST_S)
             return await create(self, session_id, request, token)
 
