@@ -246,8 +246,10 @@ def test_scaling_a_running_stack_needs_no_nginx_restart(stack):
 
     def scale(workers: int) -> list[str]:
         stack.compose("up", "-d", "--no-recreate", "--scale", f"workers={workers}")
+        # Serving, not just started: nginx keeps a container it tried too early out of rotation for fail_timeout.
         containers = wait_for(lambda: len(stack.containers("workers")) == workers and stack.containers("workers"),
                               60, f"{workers} worker containers")  # fmt: skip
+        wait_for(lambda: all(stack.health(c) == "healthy" for c in containers), 120, f"{workers} healthy workers")
         addresses = {container_address(stack.engine, c, f"{stack.project}_backend") for c in containers}
         wait_for(lambda: upstream_addresses(stack.engine.docker("logs", nginx, check=False).stdout) == addresses,
                  60, f"nginx to reach the {workers} worker containers")  # fmt: skip
