@@ -23,7 +23,7 @@ test: $(VENV)/.test .venv-salt/.installed
 
 # Unit tests only: no processes, a few seconds.
 test-fast: $(VENV)/.test
-	$(BIN)/python -m pytest -m "not stack and not docker and not salt" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not stack and not docker and not salt and not redis" $(PYTEST_ARGS)
 
 # The benchmarks against the alternatives (bench/README.md), ~30 minutes on 2 cores: writes docs/benchmarks.md and
 # its chart. One part: make bench ARGS="static"; the workers: ARGS="--workers 3".

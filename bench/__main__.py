@@ -7,8 +7,9 @@
 
 Parts: pageviews, static, latency, capacity, churn, pagecost (CPU per page view against Bokeh's own build, and
 stalls), compression (bokeh-stack with session.compression off vs on), metrics (bokeh-stack with its metrics on vs
-off), signin (bokeh-stack with sign-in on vs off), largedata (10 million points decimated vs all sent, on
-bokeh-stack). Prints one markdown table, the targets (PASS/MISS) and the design's reference figures beside ours.
+off), signin (bokeh-stack with sign-in on vs off), resume (bokeh-stack keeping sessions to resume vs not, and tabs
+coming back after a kill -9), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints one
+markdown table, the targets (PASS/MISS) and the design's reference figures beside ours.
 Not a test: nothing here fails on a slow machine.
 """
 
@@ -26,6 +27,7 @@ from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pagecost import page_cost
 from bench.pageviews import page_views
+from bench.resume_cost import resume_cost
 from bench.setups import DEFAULTS, PREVIOUS, SETUPS, apps_dir, has_commit, previous_checkout, started
 from bench.signin_cost import signin_cost
 from bench.static import static_js
@@ -44,12 +46,15 @@ PARTS = (
     "compression",
     "metrics",
     "signin",
+    "resume",
     "largedata",
 )
 COMPRESSION_SESSIONS = 50
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
 SCRAPE_WORKERS = 8
+# The resume part: the tabs that reconnect at once after their worker is killed.
+RESUME_TABS = 8
 # The shipped apps the bench serves (the rest are its own, in bench/apps).
 SHIPPED_APPS = ("streaming", "lifecycle")
 APPS = {
@@ -213,6 +218,11 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
     if "signin" in args.parts and "stack" in args.setups:
         print("sign-in on vs off", file=sys.stderr)
         results.signin = signin_cost(apps, args.workers, tmp, session, args, 1 if args.smoke else METRICS_ROUNDS)
+
+    if "resume" in args.parts and "stack" in args.setups:
+        print("resume on vs off", file=sys.stderr)
+        rounds, tabs = (1, 2) if args.smoke else (METRICS_ROUNDS, RESUME_TABS)
+        results.resume = resume_cost(apps, args.workers, tmp, session, args, rounds, tabs)
 
     if "largedata" in args.parts and "stack" in args.setups:
         print("very large data", file=sys.stderr)

@@ -12,9 +12,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import compression, large_data, metrics_cost, pagecost, signin_cost
+from bench import compression, large_data, metrics_cost, pagecost, resume_cost, signin_cost
 from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
+from bench.resume_cost import ResumeCost
 from bench.setups import SETUPS
 from bench.signin_cost import SigninCost
 from bokeh_stack.config.plan import find_nginx
@@ -39,6 +40,7 @@ class Results:
     compression: list = field(default_factory=list)  # [compression.Wire off, on]
     metrics: MetricsCost | None = None
     signin: SigninCost | None = None
+    resume: ResumeCost | None = None
     large_data: LargeData | None = None
 
 
@@ -204,6 +206,8 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
         out += metrics_cost.targets(r.metrics)
     if r.signin:
         out += signin_cost.targets(r.signin)
+    if r.resume:
+        out += resume_cost.targets(r.resume)
     if r.large_data:
         out += large_data.targets(r.large_data)
     return out
@@ -257,6 +261,8 @@ def markdown(r: Results) -> str:
         lines += ["", metrics_cost.markdown(r.metrics)]
     if r.signin:
         lines += ["", signin_cost.markdown(r.signin)]
+    if r.resume:
+        lines += ["", resume_cost.markdown(r.resume)]
     if r.pagecost_apps:
         lines += ["", pagecost.markdown(r.pagecost_apps)]
     if r.compression:

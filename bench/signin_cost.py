@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.metrics_cost import on_off_ratio
+from bench.on_off import on_off_ratio
 from bench.pageviews import page_views
 from bench.setups import started
 from bokeh_stack.daemons.signin.gate import COOKIE

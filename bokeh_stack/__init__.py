@@ -8,5 +8,6 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
     __version__ = "0+unknown"
 
 from bokeh_stack.identity import current_user  # noqa: E402
+from bokeh_stack.resume import resumed  # noqa: E402
 
-__all__ = ["__version__", "current_user"]
+__all__ = ["__version__", "current_user", "resumed"]

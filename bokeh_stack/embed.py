@@ -22,7 +22,7 @@ from bokeh.server.server import Server as BokehServer
 
 from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect, unmet
-from bokeh_stack.config.model import Session
+from bokeh_stack.config.groups import Session
 from bokeh_stack.patches import fixes, hardening
 from bokeh_stack.patches.patching import FixTargetChanged
 

@@ -68,6 +68,7 @@ class PageView:
     reconnects: int
     _ws: WebSocketClientConnection
     _receiver: Receiver
+    token: str = ""  # the page's session token, which its websocket presents
 
     async def document_ready(self) -> None:
         """Tell the server the document is rendered, as BokehJS does (apps start their periodic work on it)."""
@@ -77,6 +78,19 @@ class PageView:
         """Send a UI event to the server as BokehJS does (DocumentReady, a plot's RangesUpdate after a zoom, ...)."""
         message = Protocol().create("PATCH-DOC", [MessageSentEvent(self.document, "bokeh_event", event)])
         await message.send(WebSocketClientConnectionWrapper(self._ws))
+
+    async def change(self, model: Any, **values: Any) -> None:
+        """Set properties of one of the page's models and send the change to the server, as BokehJS does when its
+        user moves a widget or a plot."""
+        events: list = []
+        record = events.append
+        self.document.on_change(record)
+        try:
+            for attr, value in values.items():
+                setattr(model, attr, value)
+        finally:
+            self.document.remove_on_change(record)
+        await Protocol().create("PATCH-DOC", events).send(WebSocketClientConnectionWrapper(self._ws))
 
     @property
     def received_bytes(self) -> int:
@@ -92,8 +106,10 @@ class PageView:
         """The next complete Bokeh protocol message the server sends (e.g. a PATCH-DOC)."""
         return await asyncio.wait_for(_read_message(self._ws, self._receiver, self.url), timeout)
 
-    def close(self) -> None:
-        self._ws.close()
+    def close(self, code: int | None = None) -> None:
+        """Close the websocket: with code 1001, as a browser does when its tab leaves the page; with none, as a
+        connection that dropped."""
+        self._ws.close(code)
 
 
 def websocket_url(page_url: str) -> str:
@@ -151,7 +167,7 @@ async def open_page(
             if e.final or last or time.monotonic() + RECONNECT_DELAYS_S[attempt + 1] > deadline:
                 raise
     seconds = time.perf_counter() - start
-    view = PageView(url, get_session_id(token), document, jar, seconds, response.code, attempt, ws, receiver)
+    view = PageView(url, get_session_id(token), document, jar, seconds, response.code, attempt, ws, receiver, token)
     if document_ready:
         await view.document_ready()
     return view
@@ -198,6 +214,7 @@ async def connect_and_pull(
         raise
     document = Document()
     reply.push_to_document(document)
+    document.models.flush_synced()  # the server has every model: events name them by reference, as BokehJS's do
     return ws, receiver, document
 
 

@@ -202,6 +202,9 @@ def start_stack(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            # `-m` puts the working directory first on the import path: the checkout's `up` renders with its own
+            # templates for its own workers.
+            cwd=checkout,
             start_new_session=True,
         )
     stack = RunningStack(settings_file, proc, output, record)

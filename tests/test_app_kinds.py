@@ -135,9 +135,10 @@ def test_the_worker_arguments_name_each_file_and_function(tmp_path):
     plan = RunPlan(s)
     rendering.render(plan)
     lines = worker.read_args(str(plan.args_file(s.pools[0])), "5100")
-    python_path, functions, bokeh_args = worker.split_options(lines)
-    assert python_path == [str(PYLIB)]
-    assert functions == {name: FUNCTIONS[name] for name in ("broken", "sometimes", "status")}
+    options, bokeh_args = worker.split_options(lines)
+    assert options.python_path == [str(PYLIB)]
+    assert options.resume_store == str(plan.sessions_dir) and options.resume_max_bytes == 1 << 20
+    assert options.function_apps == {name: FUNCTIONS[name] for name in ("broken", "sometimes", "status")}
     assert bokeh_args[0] == "serve"
     apps = tmp_path / "apps"
     assert bokeh_args[1:5] == [

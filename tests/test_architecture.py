@@ -21,7 +21,8 @@ LEAVES = {"bokeh_stack", "bokeh_stack.identity"}
 MAY_IMPORT = {
     "config": set(),
     "patches": {"config"},
-    "daemons": {"config", "patches"},
+    "resume": {"config", "patches"},
+    "daemons": {"config", "patches", "resume"},
     "provisioning": {"config"},
     "cli": {"config", "provisioning", "daemons"},
 }

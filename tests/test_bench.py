@@ -59,6 +59,9 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
     # The metrics' cost: bokeh-stack with them and without, side by side, and a scrape of the whole fleet.
     assert re.search(r"\| page views/s, keep-alive \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text), text
     assert re.search(r"One `/metrics` scrape of 2 workers and nginx: p50 [\d.]+ ms", text), text
+    # Resuming: its cost on and off, and tabs coming back after a kill -9, resumed and fresh.
+    assert re.search(r"\| page views/s, keep-alive \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text.split("Resume on vs off")[1])
+    assert re.search(r"\| tabs as their users left them \| 2 of 2 \| 0 of 2 \|", text), text
     # Very large data: the decimated app's first document and updates, beside the naive app's.
     assert re.search(r"\| bytes per update \| [\d.]+ kB \(28 updates\) \| none: the browser has every point \|", text)
     assert re.search(r"\| large data: first document < 2 MB \| [\d.]+ MB \| PASS \|", text), text

@@ -45,6 +45,17 @@ def test_render_writes_configs_nginx_accepts(tmp_path):
     assert not (tmp_path / "out" / "secret").exists(), "render does not need the secret"
 
 
+def test_the_redis_password_comes_from_the_secret(tmp_path):
+    run_dir = tmp_path / "run"
+    printed = bokeh_stack("secret", "--redis-password", "--apps", str(SHIPPED_APPS), "--runtime-dir", str(run_dir))
+    assert printed.returncode == 0, printed.stderr
+    password = printed.stdout.strip()
+    assert len(password) == 64 and (run_dir / "secret").stat().st_mode & 0o777 == 0o600, "made with the secret"
+    assert (run_dir / "secret").read_text().strip() not in printed.stdout
+    again = bokeh_stack("secret", "--redis-password", "--apps", str(SHIPPED_APPS), "--runtime-dir", str(run_dir))
+    assert again.stdout.strip() == password, "the same for every worker and provisioner that holds the secret"
+
+
 def test_check_names_the_app_that_fails(tmp_path):
     apps = counter_apps(tmp_path / "apps", ["good"])
     (apps / "broken").mkdir()

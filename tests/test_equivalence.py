@@ -29,6 +29,7 @@ from bokeh.protocol import Protocol
 import tests.bokeh_examples as examples
 from bokeh_stack import feed as feeds
 from bokeh_stack.patches import fixes, patching
+from bokeh_stack.resume import ids
 from harness.sessions import application_context, build_session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,8 @@ APPS = {p.name: p for p in sorted((ROOT / "apps").iterdir()) if (p / "main.py").
 APPS["dashboard"] = ROOT / "bench" / "apps" / "dashboard"
 CASES = [*APPS, *(f.__name__ for f in examples.CORPUS)]
 FROZEN_NOW = datetime.datetime(2026, 12, 6, 12, 0, 0)
-_ID = re.compile(r'"(p\d+)"')
+# Bokeh's ids (p1234), and a session's own (resume/ids.py: p<tag>-<n>).
+_ID = re.compile(r'"(p(?:[0-9a-f]{6}-)?\d+)"')
 
 
 class FrozenDatetime(datetime.datetime):
@@ -187,12 +189,14 @@ def test_the_fixes_send_what_bokeh_sends(case, monkeypatch):
     reseed = _deterministic(monkeypatch)
     reseed()
     plain = _without_ids(asyncio.run(_messages(case)))
-    fixes.apply(fixes.FIXES)
+    fixes.apply(fixes.FIXES + ids.FIXES)
     try:
         reseed()
-        fixed = _without_ids(asyncio.run(_messages(case)))
+        raw = asyncio.run(_messages(case))
+        fixed = _without_ids(raw)
     finally:
         patching.undo()
+    assert re.search(r'"p[0-9a-f]{6}-1"', raw[0][0]), "the models the session's code made are numbered per session"
     assert len(plain) > 1, f"{case}: driving it sent no patch, so this compares only the document"
     assert fixed[0] == plain[0], "the PULL-DOC reply differs"
     # In which order Bokeh reports a theme's changes to the models depends on a set of models (their addresses):

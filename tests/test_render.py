@@ -117,7 +117,8 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
         for process, port in zip(processes, pool.ports, strict=True):
             command = process.command.split()
             assert command[-3:] == ["bokeh_stack.worker", str(layout.args_file(pool)), str(port)]
-            argv = worker.read_args(command[-2], str(port))
+            options, argv = worker.split_options(worker.read_args(command[-2], str(port)))
+            assert options.resume_store == str(layout.sessions_dir), "sessions resume from the runtime dir's store"
             # One host: a unix socket, no TCP port.
             assert argv[0] == "serve" and argv[argv.index("--unix-socket") + 1] == str(socket).format(port)
             assert "--port" not in argv and "--address" not in argv

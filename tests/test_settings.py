@@ -23,7 +23,7 @@ def test_zero_configuration_serves_every_app_from_one_pool():
     s = load(environ={}, cwd=SHIPPED_APPS.parent)
     assert s.apps_dir == SHIPPED_APPS
     assert [p.name for p in s.pools] == ["default"]
-    assert s.apps == ("cosine", "large_data", "lifecycle", "press_me", "random_walk", "streaming")
+    assert s.apps == ("cosine", "explorer", "large_data", "lifecycle", "press_me", "random_walk", "streaming")
     assert s.worker_ports == [5100, 5101]
     assert s.port == 8080 and s.worker_address == "127.0.0.1"
     assert s.public_origins == ("localhost:8080", "127.0.0.1:8080")
@@ -199,6 +199,17 @@ def test_bad_pools_get_clear_errors(tmp_path):
     # Each value first; then, once every value is good, how the pools fit the apps and each other.
     found = problems(environ={}, overrides={"apps_dir": str(apps), "pools": {"one": {"apps": ["a", "zzz"]}}})
     assert found == ["pools.one.apps: no app 'zzz' in apps_dir (apps: a, b)"]
+
+
+def test_apps_left_out_of_resume_must_be_apps(tmp_path):
+    apps = counter_apps(tmp_path, ["a", "b"])
+    found = problems(environ={}, overrides={"apps_dir": str(apps), "session": {"resume_except": ["b", "zzz"]}})
+    assert found == ["session.resume_except: no app 'zzz' in apps_dir (apps: a, b)"]
+    found = problems(environ={}, overrides={"apps_dir": str(apps), "session": {"store": "redis://me:pw@host/0"}})
+    assert found == [
+        "session.store must be empty (a directory under runtime_dir), off, or redis://HOST[:PORT][/DB] (no password: "
+        "it comes from the stack's secret), got 'redis://me:pw@host/0'"
+    ]
 
 
 def test_port_clash_between_pools(tmp_path):

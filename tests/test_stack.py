@@ -36,7 +36,7 @@ def http_get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
 def test_every_shipped_app_serves_through_nginx(stacks):
     stack = stacks(SHIPPED_APPS, workers=2)
     apps = stack.settings.apps
-    assert set(apps) == {"cosine", "large_data", "lifecycle", "press_me", "random_walk", "streaming"}
+    assert set(apps) == {"cosine", "explorer", "large_data", "lifecycle", "press_me", "random_walk", "streaming"}
 
     status, _, index = http_get(stack.url("/"))
     assert status == 200

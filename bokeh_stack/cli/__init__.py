@@ -19,7 +19,7 @@ from bokeh_stack.cli import status
 from bokeh_stack.cli.logs import LogsError, log_files, show
 from bokeh_stack.config import topology
 from bokeh_stack.config.plan import SERVICE_USER, RunPlan, find_nginx
-from bokeh_stack.config.secret import SecretError, ensure_secret, write_secret
+from bokeh_stack.config.secret import SecretError, derived, ensure_secret, write_secret
 from bokeh_stack.config.settings import Settings, SettingsError, load, write_record
 from bokeh_stack.config.values import ROLES
 from bokeh_stack.provisioning import apply as applying
@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("--from-stdin", action="store_true", help="the secret is given on standard input")
     secret.add_argument("--stateful", action="store_true", help="end with a Salt-style changed=yes|no line")
     secret.add_argument("--dry-run", action="store_true", help="only say whether it would change")
+    secret.add_argument(
+        "--redis-password", action="store_true", help="print the password the workers give Redis (session.store)"
+    )
     people = command("users", cmd_users, "manage who may sign in (settings auth.mode password): add, remove, list")
     action = people.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = action.add_parser("add", parents=[again], help="add a user, or set a user's password and groups")
@@ -282,6 +285,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_secret(args: argparse.Namespace) -> int:
     plan = RunPlan(_settings(args))
+    if args.redis_password:  # for Redis's requirepass: derived from the secret, which is made first if missing
+        print(derived(ensure_secret(plan.secret_file), "redis"))
+        return 0
     if args.from_stdin:
         changed = write_secret(plan.secret_file, sys.stdin.read().strip(), dry_run=args.dry_run)
     else:

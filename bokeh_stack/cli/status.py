@@ -12,6 +12,7 @@ from typing import Any
 
 from bokeh_stack.config import topology
 from bokeh_stack.config.handoff import restart_counts
+from bokeh_stack.config.limits import RESUME_OUTCOMES
 from bokeh_stack.config.plan import RunPlan
 from bokeh_stack.provisioning import runner, supervision
 
@@ -36,6 +37,7 @@ class WorkerStatus:
     build_p95_s: float | None
     loop_lag_s: float | None
     restarts: int
+    resumes: dict[str, int] | None  # tabs that reconnected here, by outcome: resumed, fresh, failed
 
 
 def gather(plan: RunPlan) -> dict[str, Any]:
@@ -71,6 +73,7 @@ def gather(plan: RunPlan) -> dict[str, Any]:
                 build_p95_s=m.build_p95_s if up else None,
                 loop_lag_s=m.loop_lag_s if up else None,
                 restarts=counts.get(w.name, 0),
+                resumes=m.resumes if up else None,
             )
         )
     totals = {
@@ -79,6 +82,7 @@ def gather(plan: RunPlan) -> dict[str, Any]:
         **{key: sum(getattr(r, key) or 0 for r in rows) for key in ("connected", "unconnected", "websockets")},
         "rss_bytes": sum(r.rss_bytes or 0 for r in rows),
         "restarts": sum(r.restarts for r in rows),
+        "resumes": {o: sum((r.resumes or {}).get(o, 0) for r in rows) for o in RESUME_OUTCOMES},
     }
     services = {name: {"state": state, "pid": pid} for name, (state, pid) in supervision.services(plan).items()}
     result = {
@@ -95,7 +99,7 @@ def gather(plan: RunPlan) -> dict[str, Any]:
 
 def table(status: dict[str, Any]) -> str:
     header = ("WORKER", "POOL", "STATE", "PID", "PORT", "UPTIME", "CONNECTED", "UNCONNECTED", "WS", "RSS",
-              "BUILD_P95", "RESTARTS")  # fmt: skip
+              "BUILD_P95", "RESTARTS", "RESUMED/FRESH/FAILED")  # fmt: skip
     rows = [header]
     for w in status["workers"]:
         rows.append(
@@ -103,13 +107,14 @@ def table(status: dict[str, Any]) -> str:
                 w["name"], w["pool"], w["state"], str(w["pid"] or "-"), str(w["port"]), duration(w["uptime_s"]),
                 _count(w["connected"]), _count(w["unconnected"]), _count(w["websockets"]), _megabytes(w["rss_bytes"]),
                 "-" if w["build_p95_s"] is None else f"{w['build_p95_s'] * 1000:.0f}ms", str(w["restarts"]),
+                _resumes(w["resumes"]),
             )
         )  # fmt: skip
     t = status["totals"]
     rows.append(
         (
             "TOTAL", "", f"{t['running']}/{t['workers']} up", "", "", "", str(t["connected"]), str(t["unconnected"]),
-            str(t["websockets"]), _megabytes(t["rss_bytes"]), "", str(t["restarts"]),
+            str(t["websockets"]), _megabytes(t["rss_bytes"]), "", str(t["restarts"]), _resumes(t["resumes"]),
         )
     )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -120,6 +125,10 @@ def table(status: dict[str, Any]) -> str:
     if "ops" in status:
         lines.append(f"metrics and the live dashboard: {status['ops']}")
     return "\n".join(lines)
+
+
+def _resumes(counts: dict[str, int] | None) -> str:
+    return "-" if counts is None else "/".join(str(counts.get(outcome, 0)) for outcome in RESUME_OUTCOMES)
 
 
 def _count(value: int | None) -> str:

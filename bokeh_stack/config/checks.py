@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -88,6 +88,13 @@ def check_host(s: model.Settings, problems: list[str]) -> None:
         problems.append(f"auth.oidc.scopes must include openid, got {list(oidc.scopes)!r}")
 
 
+def check_app_names(key: str, names: Iterable[str], apps: list[str], problems: list[str]) -> bool:
+    """Whether every name is an app's (each that is not, a problem)."""
+    unknown = [name for name in names if name not in apps]
+    problems += [f"{key}: no app {name!r} in apps_dir (apps: {', '.join(apps) or 'none'})" for name in unknown]
+    return not unknown
+
+
 def check_access(
     access: Mapping[str, Any], mode: str, apps: list[str], problems: list[str]
 ) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -96,8 +103,7 @@ def check_access(
         problems.append("access needs sign-in: set auth.mode to password or oidc")
     rules: dict[str, dict[str, tuple[str, ...]]] = {}
     for app, rule in access.items():
-        if app not in apps:
-            problems.append(f"access: no app {app!r} in apps_dir (apps: {', '.join(apps) or 'none'})")
+        if not check_app_names("access", [app], apps, problems):
             continue
         if not isinstance(rule, dict) or set(rule) - {"users", "groups"}:
             problems.append(f"access.{app} must be a mapping with users and/or groups, got {rule!r}")

@@ -1,5 +1,6 @@
-"""Numbers that nginx, supervisord and the workers must agree on, each written once and the others derived from
-it. The templates and the worker read them from here; tests/test_limits.py holds each pair."""
+"""Numbers (and a few names) that nginx, supervisord, the workers and what reads them must agree on, each written
+once and the others derived from it. The templates and the worker read them from here; tests/test_limits.py holds
+each pair."""
 
 from __future__ import annotations
 
@@ -31,3 +32,7 @@ SIGNIN_FORMS_BURST = 10
 # A worker that has not answered the ops process (or sign-in's revocation) within this is reported down
 # (bokeh_stack_worker_up 0): a whole scrape of a fleet stays under a second even when some worker hangs.
 SCRAPE_TIMEOUT_S = 0.8
+
+# What became of a session a tab reconnected to on a worker that did not have it (bokeh_stack/resume/): the label
+# values of bokeh_stack_sessions_resumed_total, which the workers count and status and /ops show in this order.
+RESUME_OUTCOMES = ("resumed", "fresh", "failed")

@@ -182,6 +182,17 @@ class RunPlan:
         return self.run_dir / "ops"
 
     @property
+    def sessions_dir(self) -> Path:
+        """What each session's user did, to resume it (settings session.store empty): the workers' user's alone."""
+        return self.run_dir / "sessions"
+
+    @property
+    def resume_store(self) -> str | None:
+        """Where the workers keep sessions to resume (a directory, or a redis:// URL); None: they keep none."""
+        store = self.settings.session.store
+        return None if store == "off" else store or str(self.sessions_dir)
+
+    @property
     def ops_socket(self) -> Path:
         """The ops process (bokeh_stack/daemons/ops.py) listens here; nginx's ops listener is its only way in."""
         return self.ops_dir / "ops.sock"
@@ -263,7 +274,7 @@ class RunPlan:
         names = [
             "run_dir", "log_dir", "secret_file", "supervisord_conf", "supervisord_pid", "socket", "args_dir",
             "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
-            "access_log", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket", "signin_file",
-            "users_file", "signin_key_file", "revoked_file", "restarts_file", "prometheus_config",
+            "access_log", "sessions_dir", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket",
+            "signin_file", "users_file", "signin_key_file", "revoked_file", "restarts_file", "prometheus_config",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bokeh_stack.config.checks import check_app_names
+
 DEFAULT_POOL = "default"
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -38,9 +40,9 @@ def build_pools(given: Any, apps: list[str], problems: list[str]) -> list[Pool]:
         if name == DEFAULT_POOL or not _POOL_NAME.match(str(name)):
             problems.append(f"pool name {name!r}: use lower-case letters, digits and '_', and not {DEFAULT_POOL!r}")
         for app in spec.apps:
-            if app not in apps:
-                problems.append(f"pools.{name}.apps: no app {app!r} in apps_dir (apps: {', '.join(apps) or 'none'})")
-            elif app in assigned:
+            if not check_app_names(f"pools.{name}.apps", [app], apps, problems):
+                continue
+            if app in assigned:
                 problems.append(f"app {app!r} is in two pools: {assigned[app]} and {name}")
             else:
                 assigned[app] = name

@@ -3,6 +3,8 @@ host on first run and never committed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -66,3 +68,9 @@ def write_secret(path: Path, key: str, dry_run: bool = False) -> bool:
     if not dry_run:
         write_atomically(path, key + "\n", mode=0o600)
     return True
+
+
+def derived(secret: str, purpose: str) -> str:
+    """A key for one purpose (e.g. Redis's password), made from the deployment's secret: whoever holds the secret
+    can make it, and it tells nothing of the secret."""
+    return hmac.new(secret.encode(), f"bokeh-stack {purpose}".encode(), hashlib.sha256).hexdigest()

@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from bokeh_stack.config import model
-from bokeh_stack.config.checks import check_access, check_host, model_problems, origin
+from bokeh_stack.config.checks import check_access, check_app_names, check_host, model_problems, origin
 from bokeh_stack.config.discovery import AppSource, check_apps, check_python_path
 from bokeh_stack.config.files import write_atomically
 from bokeh_stack.config.pools import Pool, build_pools, check_port_clashes
@@ -315,6 +315,7 @@ def _build(raw: dict[str, Any], path_base: dict[str, Path], environ: Mapping[str
     apps = list(sources)
     pools = build_pools(given, apps, problems)
     access = check_access(given.access, given.auth.mode, apps, problems)
+    check_app_names("session.resume_except", given.session.resume_except, apps, problems)
     tls_on = bool(given.tls.certificate)
     nginx_ports = {given.port: "nginx (port)"}
     if tls_on:

@@ -23,6 +23,8 @@ UNSAFE_PATH_CHARS = set("\"'`\\$%{};\n\r\t")
 FRAME_ANCESTORS = re.compile(r"^[A-Za-z0-9'*:/._ -]+$")
 COOKIE_NAME = re.compile(r"^[A-Za-z0-9_.!#$%&'*+^`|~-]{1,128}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+# No user or password in it: the stack derives Redis's password from its secret.
+REDIS_URL = re.compile(r"^redis://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?(/\d{1,2})?$")
 
 
 def _check(test, message: str):
@@ -133,3 +135,11 @@ Origins = Annotated[Names, _each(_origin, "{key}: {r} is not host[:port]")]
 Workers = Annotated[StrictInt, _check(lambda v: v >= 1, "{key} must be at least 1, got {value}")]
 AppNames = Annotated[Names, _check(bool, "{key} must be a non-empty list of app names")]
 PoolWorkers = Annotated[StrictInt, _check(lambda v: v >= 1, "{key} must be a whole number of at least 1, got {value}")]
+SessionStore = Annotated[
+    StrictStr,
+    _check(
+        lambda v: v in ("", "off") or REDIS_URL.match(v),
+        "{key} must be empty (a directory under runtime_dir), off, or redis://HOST[:PORT][/DB] (no password: it "
+        "comes from the stack's secret), got {r}",
+    ),
+]

@@ -34,8 +34,8 @@ def _build(argv: list[str]) -> int:
     from bokeh_stack.daemons.worker import split_options
     from bokeh_stack.patches import function_apps
 
-    python_path, _, (source,) = split_options(argv)
-    sys.path[:0] = python_path
+    options, (source,) = split_options(argv)
+    sys.path[:0] = options.python_path
     if Path(source).exists():
         app = build_single_handler_application(source)
     else:

@@ -126,6 +126,8 @@ class WorkerSummary:
     loop_lag_s: float = 0.0
     restarts: int = 0
     created: int = 0
+    # Sessions tabs reconnected to here, by what became of them: resumed, fresh, failed (bokeh_stack/resume/).
+    resumes: dict[str, int] = field(default_factory=dict)
     # Document builds so far: cumulative count per bucket bound (the histogram, summed over the apps).
     build_buckets: tuple[tuple[float, float], ...] = ()
 
@@ -144,6 +146,7 @@ def _summary(target: Target, families: list[Metric] | None) -> WorkerSummary:
     values: dict[str, float] = {}
     connected = unconnected = 0.0
     buckets: dict[float, float] = {}
+    resumes: dict[str, int] = {}
     for family in families:
         for sample in family.samples:
             if sample.name == "bokeh_stack_sessions":
@@ -151,6 +154,9 @@ def _summary(target: Target, families: list[Metric] | None) -> WorkerSummary:
                     connected += sample.value
                 else:
                     unconnected += sample.value
+            elif sample.name == "bokeh_stack_sessions_resumed_total":
+                outcome = sample.labels.get("outcome", "")
+                resumes[outcome] = resumes.get(outcome, 0) + int(sample.value)
             elif sample.name == "bokeh_stack_document_build_seconds_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
@@ -168,6 +174,7 @@ def _summary(target: Target, families: list[Metric] | None) -> WorkerSummary:
         loop_lag_s=values.get("bokeh_stack_event_loop_lag_seconds", 0.0),
         restarts=int(values.get("bokeh_stack_worker_restarts_total", 0)),
         created=int(values.get("bokeh_stack_sessions_created_total", 0)),
+        resumes=resumes,
         build_buckets=tuple(sorted(buckets.items())),
     )
 

@@ -4,12 +4,14 @@ runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from superv
 replaced by PORT), with the stack's fixes to Bokeh (patches/fixes.py, patches/hardening.py) and its metrics
 (patches/worker_metrics.py) checked and applied first. ARGS_FILE starts with the worker's own options, before
 Bokeh's `serve`: `--python-path DIR` (put first on the import path) and `--function-app ROUTE=module:function`
-(bokeh_stack/patches/function_apps.py), each as often as needed."""
+(bokeh_stack/patches/function_apps.py), each as often as needed; `--resume-store DIR|URL`, `--resume-max-bytes N`
+and `--resume-except APP` (each excepted app), to resume sessions (bokeh_stack/resume/)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from bokeh_stack.config.expect import Expect, unmet
@@ -23,6 +25,7 @@ USAGE = (
     "[--client-session-ids] ARGS_FILE PORT"
 )
 FLAGS = ("--plain", "--warn-mismatch", "--no-metrics", "--compression", "--client-session-ids")
+OPTIONS = ("--python-path", "--function-app", "--resume-store", "--resume-max-bytes", "--resume-except")
 # What serve_function_apps assumes of Bokeh's serve command.
 SERVE_EXPECTS = (
     Expect("bokeh.command.subcommands.serve:Serve.invoke", uses=("customize_applications", "files", "Application")),
@@ -35,20 +38,36 @@ def read_args(args_file: str, port: str) -> list[str]:
         return [line.replace("{port}", port) for line in f.read().splitlines() if line and not line.startswith("#")]
 
 
-def split_options(args: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
-    """The worker's own options before `serve` (python path entries, function apps by route), and Bokeh's."""
-    python_path: list[str] = []
-    function_apps: dict[str, str] = {}
-    while args and args[0] in ("--python-path", "--function-app") and len(args) > 1:
+@dataclass
+class Options:
+    """The worker's own options, before `serve` in ARGS_FILE."""
+
+    python_path: list[str] = field(default_factory=list)
+    function_apps: dict[str, str] = field(default_factory=dict)  # route -> module:function
+    resume_store: str = ""  # settings session.store, made a directory or a redis:// URL; empty: no resume
+    resume_max_bytes: int = 0
+    resume_except: list[str] = field(default_factory=list)
+
+
+def split_options(args: list[str]) -> tuple[Options, list[str]]:
+    """The worker's own options before `serve`, and Bokeh's arguments."""
+    options = Options()
+    while args and args[0] in OPTIONS and len(args) > 1:
         option, value, args = args[0], args[1], args[2:]
         if option == "--python-path":
-            python_path.append(value)
-        else:
+            options.python_path.append(value)
+        elif option == "--function-app":
             from bokeh_stack.patches.function_apps import parse
 
             route, function = parse(value)
-            function_apps[route] = function
-    return python_path, function_apps, args
+            options.function_apps[route] = function
+        elif option == "--resume-store":
+            options.resume_store = value
+        elif option == "--resume-max-bytes":
+            options.resume_max_bytes = int(value)
+        else:
+            options.resume_except.append(value)
+    return options, args
 
 
 def serve_function_apps(function_apps: dict[str, str]) -> None:
@@ -98,8 +117,8 @@ def main(argv: list[str]) -> None:
         flags.add(argv.pop(0))
     if len(argv) != 2 or not argv[1].isdigit() or {"--plain", "--warn-mismatch"} <= flags:
         sys.exit(USAGE)
-    python_path, function_apps, args = split_options(read_args(*argv))
-    sys.path[:0] = python_path
+    options, args = split_options(read_args(*argv))
+    sys.path[:0] = options.python_path
     chosen: tuple[Fix, ...] = ()
     # --plain (setting worker_fixes: false) runs Bokeh as it is, to tell its behaviour from ours; the metrics only
     # count (setting ops.metrics: false leaves them out, to measure what they cost).
@@ -109,6 +128,13 @@ def main(argv: list[str]) -> None:
         chosen += fixes.FIXES + hardening.FIXES
         if "--client-session-ids" in flags:  # settings session.client_session_ids: the operator allows them
             chosen = tuple(fix for fix in chosen if fix.name != "no_client_session_ids")
+    if options.resume_store and "--plain" not in flags:  # settings session.store
+        from bokeh_stack.config import secret
+        from bokeh_stack.resume import sessions
+
+        redis_password = secret.derived(os.environ.get(secret.ENV_VAR, ""), "redis")
+        sessions.configure(options.resume_store, options.resume_max_bytes, options.resume_except, redis_password)
+        chosen += sessions.FIXES
     if "--compression" in flags:  # settings session.compression
         from bokeh_stack.patches import one_write
 
@@ -121,13 +147,13 @@ def main(argv: list[str]) -> None:
         fixes.apply(chosen, on_mismatch="warn" if "--warn-mismatch" in flags else "stop")
     except FixTargetChanged as e:
         sys.exit(f"bokeh-stack worker: {e}")
-    if function_apps:
+    if options.function_apps:
         from bokeh_stack.patches.function_apps import EXPECTS
 
         changed = unmet((*EXPECTS, *SERVE_EXPECTS))
         if changed:
             sys.exit(f"bokeh-stack worker: function apps do not fit this Bokeh: {'; '.join(changed)}")
-        serve_function_apps(function_apps)
+        serve_function_apps(options.function_apps)
     log_where_it_listens()
     from bokeh.command.bootstrap import main as bokeh_main
 

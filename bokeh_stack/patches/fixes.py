@@ -19,7 +19,7 @@ import weakref
 
 from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect
-from bokeh_stack.patches import one_write, page_cost
+from bokeh_stack.patches import one_write, page_cost, reconnect
 from bokeh_stack.patches.failed_apps import failed_app_answers_500
 from bokeh_stack.patches.patching import Fix, FixTargetChanged, _replace, log
 
@@ -391,6 +391,7 @@ FIXES = (
     )
     + page_cost.FIXES
     + one_write.FIXES
+    + reconnect.FIXES
 )
 
 

@@ -16,6 +16,7 @@ from collections import deque
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from bokeh_stack.config import limits
 from bokeh_stack.config.expect import Expect
 from bokeh_stack.config.handoff import restart_counts
 from bokeh_stack.config.topology import route
@@ -79,6 +80,13 @@ class WorkerMetrics:
             ["app", "reason"],
             registry=registry,
         )
+        self.resumed = Counter(
+            "bokeh_stack_sessions_resumed",
+            "Sessions a tab reconnected to on a worker that did not have them: resumed (as its user left it), fresh "
+            "(nothing kept for its token), failed (the store or the replay failed: a fresh session)",
+            ["app", "outcome"],
+            registry=registry,
+        )
         self.received = Counter("bokeh_stack_messages_received", "Bokeh protocol messages received", registry=registry)
         self.sent = Counter("bokeh_stack_messages_sent", "Bokeh protocol messages sent", registry=registry)
         self.sent_bytes = Counter("bokeh_stack_sent_bytes", "Bytes sent in websocket frames", registry=registry)
@@ -102,6 +110,8 @@ class WorkerMetrics:
             self.build.labels(app)
             for reason in DISCARD_REASONS:
                 self.discarded.labels(app, reason)
+            for outcome in limits.RESUME_OUTCOMES:
+                self.resumed.labels(app, outcome)
 
 
 class _LiveState:

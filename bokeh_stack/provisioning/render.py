@@ -122,6 +122,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "index_link_style": INDEX_LINK_STYLE,
         "bokeh_version": bokeh_version,
         "worker_mode": _worker_mode(s),
+        "resume_store": plan.resume_store,
         "token_headers": [_header_name(h) for h in ("X-Real-IP", identity.USER_HEADER, *s.session.pass_headers)],
         "user": None,
         "umask": supervision.UMASK,
@@ -254,6 +255,8 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
         privileges.signin_files(plan)
     if plan.with_workers and plan.settings.worker_sockets:
         privileges.sockets_dir(plan, plan.sockets_dir, plan.worker_user)
+    if plan.with_workers and plan.resume_store == str(plan.sessions_dir):
+        privileges.private_dir(plan, plan.sessions_dir)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]
