@@ -89,9 +89,11 @@ class Feed:
         patch = _Patch.of(rows, self.rollover)
         for source in sources:
             _append(source, rows, self.rollover)
-            frames = patch.frames(source.id)
-            for socket in _sockets(source.document):
-                _send(socket, frames)
+            sockets = _sockets(source.document)
+            if sockets:
+                frames = patch.frames(source.id)
+                for socket in sockets:
+                    _send(socket, frames)
 
 
 class _Patch(NamedTuple):
