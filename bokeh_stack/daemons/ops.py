@@ -24,6 +24,9 @@ from bokeh_stack.config.limits import RESUME_OUTCOMES
 from bokeh_stack.config.topology import OPS_TRUSTED_ORIGIN, route
 from bokeh_stack.daemons import fleet
 
+# A worker's sample and table columns for its resumes, one per outcome.
+RESUME_KEYS = tuple(f"resume_{outcome}" for outcome in RESUME_OUTCOMES)
+
 # The build p95 on the dashboard is over this many of the last samples (a minute at 5 s).
 BUILD_WINDOW_SAMPLES = 12
 SERIES = (
@@ -75,7 +78,7 @@ class History:
                 "build_p95_ms": float("nan") if p95 is None else p95 * 1000,
                 "lag_ms": w.loop_lag_s * 1000,
                 "restarts": w.restarts,
-                **{f"resume_{outcome}": w.resumes.get(outcome, 0) for outcome in RESUME_OUTCOMES},
+                **{key: w.resumes.get(outcome, 0) for key, outcome in zip(RESUME_KEYS, RESUME_OUTCOMES, strict=True)},
             }
         rps = None
         if found.nginx:
@@ -137,7 +140,7 @@ def dashboard(history: History):
                     ("websockets", "websockets", "0"), ("rss_mb", "RSS MB", "0.0"),
                     ("build_p95_ms", "build p95 ms", "0.0"), ("lag_ms", "loop lag ms", "0.0"),
                     ("restarts", "restarts", "0"),
-                    *((f"resume_{o}", f"resume: {o}", "0") for o in RESUME_OUTCOMES),
+                    *((key, f"resume: {o}", "0") for key, o in zip(RESUME_KEYS, RESUME_OUTCOMES, strict=True)),
                 )
             ),
         ]  # fmt: skip
@@ -183,7 +186,7 @@ def dashboard(history: History):
 
 def _table(rows) -> dict[str, list]:
     keys = ("pool", "connected", "unconnected", "websockets", "rss_mb", "build_p95_ms", "lag_ms", "restarts",
-            *(f"resume_{outcome}" for outcome in RESUME_OUTCOMES))  # fmt: skip
+            *RESUME_KEYS)  # fmt: skip
     rows = list(rows)
     data: dict[str, list] = {"worker": [w for w, _ in rows], "state": [("up" if r["up"] else "DOWN") for _, r in rows]}
     data.update({key: [r[key] for _, r in rows] for key in keys})
