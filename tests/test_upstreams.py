@@ -3,6 +3,8 @@ supervisord program that does it (rendered where worker hosts are names)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bokeh_stack.config import topology
@@ -50,3 +52,15 @@ def test_the_program_runs_beside_nginx_where_worker_hosts_are_names(tmp_path):
     assert f"-m {topology.MODULES['upstreams']} {named.socket} workers\n" in conf
     addresses = rendered(tmp_path / "addresses", role="balancer", worker_hosts=["10.0.0.7"], unix_sockets=False)
     assert topology.UPSTREAMS not in addresses.supervisord_conf.read_text()
+
+
+def test_nginx_tries_every_address_behind_a_name(tmp_path):
+    """A task scaled away stays in nginx's upstream, with each of its worker ports, until the program above reloads
+    nginx: a page view that meets them must go on to a live worker, not end in a 504 after a few tries."""
+
+    def tries(**overrides) -> set[str]:
+        plan = rendered(tmp_path / overrides["worker_hosts"][0], role="balancer", unix_sockets=False, **overrides)
+        return set(re.findall(r"proxy_next_upstream_tries (\d+);", plan.nginx_site_conf.read_text()))
+
+    assert tries(worker_hosts=["workers"]) == {"0"}, "every address behind the name, once"
+    assert tries(worker_hosts=["10.0.0.7"]) > {"0"}, "addresses: a bounded number of tries"

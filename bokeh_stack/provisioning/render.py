@@ -114,7 +114,9 @@ def context(plan: RunPlan) -> dict[str, Any]:
         "static_dir": plan.static_tree,
         "favicon": bokeh_favicon(),
         "ws_read_timeout_s": limits.websocket_read_timeout_s(s.session.keep_alive_ms),
-        "max_tries": min(all_servers, 3),
+        # A worker host's name stands for every address behind it (a scaled service, whose removed task nginx
+        # may still try until the upstreams program reloads it): then each address once (0), else up to 3.
+        "max_tries": 0 if topology.upstream_names(s) else min(all_servers, 3),
         "version": __version__,
         # The workers' own code: an upgrade changes every pool's arguments file, so apply restarts the workers
         # one at a time onto it.
