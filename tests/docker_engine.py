@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bokeh_stack.resume import record, redis_store
+
 ROOT = Path(os.environ.get("DOCKER_TEST_ROOT", "/var/lib/bokeh-stack-test"))
 RUN = Path("/run/bokeh-stack-test")
 BASE_IMAGE = "debian:bookworm-slim"
@@ -132,6 +134,29 @@ def upstream_addresses(nginx_logs: str) -> set[str]:
     return set(said[-1].split(" at ", 1)[1].split()) if said else set()
 
 
+def page_upstream(nginx_logs: str, path: str) -> str:
+    """The worker address nginx's access log says served the last page view of `path` (its upstream=IP:PORT)."""
+    served = [line for line in nginx_logs.splitlines() if f'"GET {path} HTTP/1.1" 200 ' in line]
+    assert served, f"no page view of {path} in nginx's log"
+    tried = served[-1].split(" upstream=", 1)[1].split(" urt=", 1)[0]  # "A:P" or, after a retry, "A:P, B:P"
+    return tried.split(", ")[-1].rsplit(":", 1)[0]
+
+
 def container_address(engine: Engine, container: str, network: str) -> str:
     networks = json.loads(engine.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
     return networks[network]["IPAddress"]
+
+
+def redis_record(
+    engine: Engine,
+    container: str,
+    session_id: str,
+    password: str = 'cat "$BOKEH_STACK_SESSION__REDIS_PASSWORD_FILE"',
+    address: str = "127.0.0.1",
+) -> list[str]:
+    """A session's resume record in a Redis, as the workers wrote it (bokeh_stack/resume/redis_store.py), read in
+    `container` with redis-cli and the password the shell command `password` prints (by default: the redis
+    container's, from the file it shares with the workers)."""
+    key = redis_store.PREFIX + record.key(session_id)
+    read = f'REDISCLI_AUTH="$({password})" redis-cli -h {address} --raw LRANGE "$0" 0 -1'
+    return engine.docker("exec", container, "sh", "-c", read, key).stdout.splitlines()

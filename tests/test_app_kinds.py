@@ -138,6 +138,7 @@ def test_the_worker_arguments_name_each_file_and_function(tmp_path):
     options, bokeh_args = worker.split_options(lines)
     assert options.python_path == [str(PYLIB)]
     assert options.resume_store == str(plan.sessions_dir) and options.resume_max_bytes == 1 << 20
+    assert options.redis_password_file == "", "a directory store: no Redis"
     assert options.function_apps == {name: FUNCTIONS[name] for name in ("broken", "sometimes", "status")}
     assert bokeh_args[0] == "serve"
     apps = tmp_path / "apps"

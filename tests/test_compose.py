@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bokeh_stack.config import topology
 from bokeh_stack.config.discovery import discover_apps
-from harness.pageview import page_view, sign_in
+from harness.pageview import connect_and_pull, open_page, page_view, sign_in
 from harness.stack import (
     ROOT,
     SHIPPED_APPS,
@@ -33,7 +34,7 @@ from harness.stack import (
     wait_for,
 )
 
-from .docker_engine import Engine, container_address, upstream_addresses
+from .docker_engine import Engine, container_address, page_upstream, redis_record, upstream_addresses
 
 pytestmark = pytest.mark.docker
 SHIPPED = [source.name for source in discover_apps(SHIPPED_APPS)]
@@ -74,6 +75,21 @@ class ComposeStack:
 
     def exec(self, container: str, *args: str) -> subprocess.CompletedProcess:
         return self.engine.docker("exec", container, *args, check=False)
+
+    def address(self, container: str) -> str:
+        return container_address(self.engine, container, f"{self.project}_backend")
+
+    def wait_serving(self, workers: int) -> list[str]:
+        """`workers` worker containers, healthy (serving, not just started: nginx keeps a container it tried too
+        early out of rotation), and nginx reaching exactly them; their ids."""
+        containers = wait_for(lambda: len(self.containers("workers")) == workers and self.containers("workers"),
+                              60, f"{workers} worker containers")  # fmt: skip
+        wait_for(lambda: all(self.health(c) == "healthy" for c in containers), 120, f"{workers} healthy workers")
+        addresses = {self.address(c) for c in containers}
+        nginx = self.containers("nginx")[0]
+        wait_for(lambda: upstream_addresses(self.engine.docker("logs", nginx, check=False).stdout) == addresses,
+                 60, f"nginx to reach the {workers} worker containers")  # fmt: skip
+        return containers
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +150,10 @@ def test_one_execution_per_page_view_over_two_worker_containers(stack):
 
 
 def test_containers_run_as_non_root_and_only_nginx_publishes(stack):
-    for service in ("workers", "nginx"):
+    for service in ("workers", "nginx", "redis"):
         for container in stack.containers(service):
             assert stack.exec(container, "id", "-u").stdout.strip() == "10001"
-    for container in stack.containers("workers"):
+    for container in stack.containers("workers") + stack.containers("redis"):
         assert stack.engine.docker("port", container).stdout.strip() == ""
     published = stack.engine.docker("port", stack.containers("nginx")[0]).stdout
     assert sorted(published.strip().splitlines()) == sorted(
@@ -237,6 +253,66 @@ def test_reload_inside_a_worker_container_fails_no_page_view(stack):
     assert pids() != before
 
 
+def test_a_tab_resumes_in_another_worker_container_from_the_redis_service(stack):
+    """A tab of the shipped explorer app chooses a wave and a frequency; the worker container that served it stops
+    (`docker stop`, as a replaced container does); the tab's token, back through nginx, reaches a worker in the other
+    container, which builds the session from the record in the redis service: the widgets, and what the app derived
+    from them. Redis answers only to the password it shares with the workers, and holds none of their secret."""
+    redis = stack.containers("redis")[0]
+    assert "NOAUTH" in stack.exec(redis, "redis-cli", "PING").stdout, "Redis must want a password"
+    assert stack.exec(redis, "test", "-e", "/var/lib/bokeh-stack/secret").returncode == 1, "the workers' secret"
+    nginx = stack.containers("nginx")[0]
+    origin = {"Origin": stack.url("").rstrip("/")}
+
+    async def scenario():
+        tab = await open_page(stack.url("/explorer"), document_ready=True)
+        await tab.change(tab.document.select_one({"name": "wave"}), value="square")
+        await tab.change(tab.document.select_one({"name": "frequency"}), value=7)
+        await asyncio.to_thread(wait_for, lambda: len(redis_record(stack.engine, redis, tab.session_id)) >= 4, 10,
+                                "the tab's record in the redis service")  # fmt: skip
+        served = page_upstream(stack.engine.docker("logs", nginx, check=False).stdout, "/explorer")
+        by_address = {stack.address(c): c for c in stack.containers("workers")}
+        assert served in by_address, f"nginx says {served} served the page, not one of {by_address}"
+        container = by_address[served]
+        await asyncio.to_thread(stack.engine.docker, "stop", container)
+        try:
+            ws, _, doc = await connect_and_pull(stack.url("/explorer"), tab.token, origin, timeout=15)
+            ws.close()
+        finally:
+            tab.close()
+        return container, doc
+
+    stopped, doc = run(scenario())
+    try:
+        assert doc.select_one({"name": "wave"}).value == "square" and doc.select_one({"name": "frequency"}).value == 7
+        assert doc.select_one({"name": "summary"}).text.startswith("square at 7 Hz"), "the app's callbacks ran again"
+        assert "resumed with" in doc.select_one({"name": "status"}).text
+    finally:
+        stack.engine.docker("start", stopped)
+        stack.wait_serving(2)
+
+
+def test_the_redis_service_stopped_under_load_fails_no_page_view(stack):
+    """Page views of the explorer app (each session recorded in Redis) while the redis container stops: the
+    records' writes fail, logged once in a while, and no page view does. Redis comes back with the same password."""
+    redis = stack.containers("redis")[0]
+
+    def stop_redis() -> subprocess.Popen:  # in the background: the page views go on meanwhile
+        return subprocess.Popen(["docker", "stop", redis], env=stack.engine.env, stdout=subprocess.DEVNULL)
+
+    try:
+        # Each page view's DocumentReady is recorded: a write to Redis.
+        stream, stopping = run(during_page_views(stack.url("/explorer"), 8.0, stop_redis, document_ready=True))
+        assert stopping.wait(timeout=60) == 0
+        print(f"\nredis stopped under load: {stream}")
+        assert stream.done >= 20 and stream.failures == [], f"{stream}: {stream.failures[:3]}"
+        logs = stack.compose("logs", "--no-color", "workers").stdout
+        assert "records are incomplete while it is" in logs, "the workers say their store is gone"
+    finally:
+        stack.engine.docker("start", redis)
+        wait_for(lambda: stack.health(redis) == "healthy", 60, "the redis container to be healthy again")
+
+
 def test_scaling_a_running_stack_needs_no_nginx_restart(stack):
     """`docker compose up -d --scale workers=3` on the running stack: nginx reaches the new container (its
     upstreams program re-resolved `workers` and reloaded it) and page views land on all three; back to 2 the same
@@ -246,14 +322,7 @@ def test_scaling_a_running_stack_needs_no_nginx_restart(stack):
 
     def scale(workers: int) -> list[str]:
         stack.compose("up", "-d", "--no-recreate", "--scale", f"workers={workers}")
-        # Serving, not just started: nginx keeps a container it tried too early out of rotation for fail_timeout.
-        containers = wait_for(lambda: len(stack.containers("workers")) == workers and stack.containers("workers"),
-                              60, f"{workers} worker containers")  # fmt: skip
-        wait_for(lambda: all(stack.health(c) == "healthy" for c in containers), 120, f"{workers} healthy workers")
-        addresses = {container_address(stack.engine, c, f"{stack.project}_backend") for c in containers}
-        wait_for(lambda: upstream_addresses(stack.engine.docker("logs", nginx, check=False).stdout) == addresses,
-                 60, f"nginx to reach the {workers} worker containers")  # fmt: skip
-        return containers
+        return stack.wait_serving(workers)
 
     containers = scale(3)
     views = run(page_views([stack.url("/counter")] * 60, concurrency=3))
@@ -302,7 +371,7 @@ def test_sign_in_turned_on_in_the_nginx_container(stack):
 
 def test_the_images_run_on_a_read_only_root_without_capabilities(stack):
     """As kubernetes/ runs them (readOnlyRootFilesystem, all capabilities dropped, no privilege escalation, only
-    the runtime dir and /tmp writable): both images start and answer their own health checks."""
+    the runtime dir, /tmp and a secret's directory writable): the images start and answer their own health checks."""
     name = f"{stack.project}-ro"
     key = secrets.token_urlsafe(48)
     locked = ["--read-only", "--tmpfs", "/run/bokeh-stack:uid=10001,gid=10001", "--tmpfs", "/tmp", "--cap-drop", "ALL",
@@ -313,12 +382,14 @@ def test_the_images_run_on_a_read_only_root_without_capabilities(stack):
                             "bokeh-stack-workers:0.1.0")  # fmt: skip
         stack.engine.docker("run", "-d", "--name", f"{name}-nginx", *locked, "--tmpfs",
                             "/var/lib/bokeh-stack-auth:uid=10001", "bokeh-stack-nginx:0.1.0")  # fmt: skip
-        for service in ("workers", "nginx"):
+        stack.engine.docker("run", "-d", "--name", f"{name}-redis", *locked, "--tmpfs",
+                            "/var/lib/bokeh-stack-redis:uid=10001", "bokeh-stack-redis:0.1.0")  # fmt: skip
+        for service in ("workers", "nginx", "redis"):
             health = ["python", "-m", topology.MODULES["container"], "health", service]
             wait_for(lambda s=service, h=health: stack.exec(f"{name}-{s}", *h).returncode == 0, 120,
                      f"the read-only {service} container to be healthy", interval=1)  # fmt: skip
     finally:
-        stack.engine.docker("rm", "-f", f"{name}-workers", f"{name}-nginx", check=False)
+        stack.engine.docker("rm", "-f", f"{name}-workers", f"{name}-nginx", f"{name}-redis", check=False)
         stack.engine.docker("network", "rm", name, check=False)
 
 

@@ -27,13 +27,16 @@ def resource(kind: str, name: str) -> dict:
     return found
 
 
-def generated_secret() -> dict:
-    """The Secret as kustomize's secretGenerator makes it from the provisioned key file."""
-    [generator] = KUSTOMIZATION["secretGenerator"]
+def generated_secret(name: str = "bokeh-stack-secret") -> dict:
+    """A Secret as kustomize's secretGenerator makes it from the provisioned key file."""
+    [generator] = [g for g in KUSTOMIZATION["secretGenerator"] if g["name"] == name]
     [entry] = generator["files"]
     key, _ = entry.split("=", 1)
     value = base64.b64encode(b"x" * 64).decode()
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": generator["name"]}, "data": {key: value}}
+
+
+SECRETS = [generated_secret(g["name"]) for g in KUSTOMIZATION["secretGenerator"]]
 
 
 def image_env(target: str) -> dict[str, str]:
@@ -63,7 +66,7 @@ def settings_of(target: str):
     return load(environ={**environ, "BOKEH_STACK_APPS_DIR": str(SHIPPED_APPS)})
 
 
-@pytest.mark.parametrize("doc", [*RESOURCES, generated_secret()], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize("doc", [*RESOURCES, *SECRETS], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
 def test_every_manifest_is_valid_against_current_kubernetes(doc):
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
@@ -94,7 +97,7 @@ def test_nginx_reaches_every_worker_port_through_the_headless_service():
     assert served == {"http": nginx.port, "ops": nginx.ops.port}
 
 
-@pytest.mark.parametrize("service", ["workers", "nginx"])
+@pytest.mark.parametrize("service", ["workers", "nginx", "redis"])
 def test_probes_are_the_stacks_own_health_checks(service):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]["healthcheck"]["test"]
     [container] = pod(service)["containers"]
@@ -102,7 +105,7 @@ def test_probes_are_the_stacks_own_health_checks(service):
         assert container[probe]["exec"]["command"] == compose[1:], probe
 
 
-@pytest.mark.parametrize("service", ["workers", "nginx"])
+@pytest.mark.parametrize("service", ["workers", "nginx", "redis"])
 def test_pods_run_as_the_images_user_on_a_read_only_root(service):
     uid = int(re.search(r"useradd .*--uid (\d+)", DOCKERFILE).group(1))
     spec = pod(service)
@@ -114,6 +117,25 @@ def test_pods_run_as_the_images_user_on_a_read_only_root(service):
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert image_env(service)["BOKEH_STACK_RUNTIME_DIR"] in writable and "/tmp" in writable
     assert spec["automountServiceAccountToken"] is False
+
+
+def test_the_workers_keep_their_sessions_in_the_redis_service_behind_its_own_password():
+    """As in Compose and Swarm: the workers' store is the redis Service, and Redis's password a Secret of its own
+    that the redis and worker pods mount where their settings say; the workers' secret is not in the redis pod."""
+    env = {e["name"]: e["value"] for e in pod("workers")["containers"][0]["env"]}
+    workers = load(environ={**image_env("workers"), **env, "BOKEH_STACK_APPS_DIR": str(SHIPPED_APPS)})
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["workers"]["environment"]
+    assert workers.session.store == compose["BOKEH_STACK_SESSION__STORE"] == "redis://redis:6379/0"
+    service = resource("Service", "redis")
+    assert [p["port"] for p in service["spec"]["ports"]] == [6379] and service["metadata"]["name"] == "redis"
+    [password] = generated_secret("bokeh-stack-redis-password")["data"]
+    for deployment in ("workers", "redis"):
+        [container] = pod(deployment)["containers"]
+        path = Path({e["name"]: e["value"] for e in container["env"]}["BOKEH_STACK_SESSION__REDIS_PASSWORD_FILE"])
+        secret = {v["name"]: v.get("secret", {}).get("secretName") for v in pod(deployment)["volumes"]}
+        [mount] = [m for m in container["volumeMounts"] if secret.get(m["name"]) == "bokeh-stack-redis-password"]
+        assert (path.parent, path.name) == (Path(mount["mountPath"]), password), deployment
+    assert "bokeh-stack-secret" not in {v.get("secret", {}).get("secretName") for v in pod("redis")["volumes"]}
 
 
 def test_a_rolling_update_keeps_a_worker_serving_and_a_drain_takes_one_pod_at_a_time():

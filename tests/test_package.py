@@ -22,7 +22,7 @@ def test_the_wheel_holds_what_the_stack_needs_at_run_time(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {
         f"bokeh_stack/templates/{p.relative_to(ROOT)}"
-        for d in ("nginx", "supervisor", "prometheus")
+        for d in ("nginx", "supervisor", "prometheus", "redis")
         for p in (ROOT / d).glob("*.j2")
     }
     assert templates and templates <= names

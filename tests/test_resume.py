@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +23,16 @@ from bokeh.server.server import Server
 from bokeh.util.token import generate_jwt_token, get_session_id, get_token_payload
 
 from bokeh_stack import resume
+from bokeh_stack.config import topology
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.secret import ensure_secret
+from bokeh_stack.config.settings import load
 from bokeh_stack.patches import fixes, patching
+from bokeh_stack.provisioning import render as rendering
 from bokeh_stack.resume import record, sessions
 from bokeh_stack.resume.stores import DirectoryStore
 from harness.pageview import connect_and_pull, open_page
-from harness.stack import free_ports, port_free, wait_for
+from harness.stack import SHIPPED_APPS, free_ports, port_free, wait_for
 
 
 def dashboard(doc) -> None:
@@ -83,14 +89,21 @@ class Workers:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, with a password, keeping nothing on disk; stopped by PID."""
+    """A real redis-server on a free loopback port, started as the stack starts one (bokeh_stack/daemons/redis.py:
+    its config rendered from the settings, its password from a file), keeping nothing on disk; stopped by PID."""
 
-    def __init__(self, directory: Path, password: str = "test-password") -> None:
-        self.port, self.password = free_ports(1), password
+    def __init__(self, directory: Path) -> None:
+        self.port = free_ports(1)
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        password_file = directory / "redis-password"
+        self.password = ensure_secret(password_file, environ={})
+        self.plan = RunPlan(load(environ={}, overrides={
+            "apps_dir": str(SHIPPED_APPS), "runtime_dir": str(directory / "run"), "redis": {"port": self.port},
+            "session": {"redis_password_file": str(password_file)},
+        }))  # fmt: skip
+        conf = rendering.render_redis(self.plan)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", password,
-             "--save", "", "--appendonly", "no", "--dir", str(directory)],
+            [sys.executable, "-m", topology.MODULES["redis"], str(conf), str(self.plan.redis_dir), str(password_file)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(lambda: not port_free(self.port), 10, "redis-server to listen")

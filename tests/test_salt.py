@@ -4,6 +4,7 @@ published on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import shutil
@@ -21,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bokeh_stack.config.discovery import discover_apps
-from harness.pageview import page_view, sign_in
+from harness.pageview import PageView, connect_and_pull, open_page, page_view, sign_in
 from harness.stack import (
     ROOT,
     SHIPPED_APPS,
@@ -35,8 +36,11 @@ from harness.stack import (
     wait_for,
 )
 
+from .docker_engine import page_upstream, redis_record
+
 pytestmark = pytest.mark.salt
 HOST_IMAGE = "bokeh-stack-salt-host:test"
+STACK_CLI, SETTINGS = "/opt/bokeh-stack/venv/bin/bokeh-stack", "/etc/bokeh-stack/settings.yaml"  # the formula's
 SHIPPED = [source.name for source in discover_apps(SHIPPED_APPS)]
 
 
@@ -90,7 +94,7 @@ class Host:
 
     def stack(self, *args: str) -> subprocess.CompletedProcess:
         """The bokeh-stack CLI on the host, as its operator runs it."""
-        command = ["/opt/bokeh-stack/venv/bin/bokeh-stack", *args, "--settings", "/etc/bokeh-stack/settings.yaml"]
+        command = [STACK_CLI, *args, "--settings", SETTINGS]
         return self.engine.docker("exec", self.name, *command, check=False)
 
     def metrics(self) -> list:
@@ -273,9 +277,14 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         port = free_ports(1)
         public = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
         secret = secrets.token_urlsafe(48)  # made by the test, like a private pillar: never in git
-        for worker, address in zip(workers, addresses, strict=True):
-            pillar = {"role": "worker", "secret": secret, "settings": {**public, "worker_address": address}}
-            worker.pillar_file.write_text(yaml.safe_dump({"bokeh": pillar}))
+        # Both worker hosts keep their sessions in the Redis the second one runs (pillar.example's layout).
+        store = {"session": {"store": f"redis://{addresses[1]}:6379/0"}}
+        runs_redis = [{}, {"redis": {"run": True, "address": addresses[1]}}]
+        for worker, address, redis in zip(workers, addresses, runs_redis, strict=True):
+            settings = {**public, **store, **redis, "worker_address": address}
+            worker.pillar_file.write_text(
+                yaml.safe_dump({"bokeh": {"role": "worker", "secret": secret, "settings": settings}})
+            )
         balancer_pillar = {"role": "balancer", "settings": {**public, "worker_hosts": addresses}}
         balancer = start_host(engine, tmp_path_factory.mktemp("balancer"), balancer_pillar, port=port, network=network)
         hosts.append(balancer)
@@ -285,6 +294,17 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         print(f"\nmulti-host apply (3 hosts at once): {max(a.seconds for a in applied):.0f} s")
         assert [a.failures for a in applied] == [[], [], []]
         wait_for(lambda: http_status(balancer.url("/healthz")) == 200, 60, "the balancer's /healthz to say 200")
+        # The balancer's one scrape holds every worker of both hosts, reached over the internal network; each is up
+        # before the page views that must reach them all (a host's apply may end before its workers listen).
+        every = {f"{address}:{port}" for address in addresses for port in (5100, 5101)}
+
+        def all_up() -> bool:
+            try:
+                return balancer.workers_up() == dict.fromkeys(every, 1.0)
+            except subprocess.CalledProcessError:  # its ops listener not answering yet
+                return False
+
+        wait_for(all_up, 60, "every worker up, as the balancer sees them")
 
         views = run(page_views([balancer.url("/counter")] * 40, concurrency=4))
         records = []
@@ -296,9 +316,12 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         assert per_view == 1.0
         assert len({w.split(":")[0] for w in per_worker}) == 2, "sessions on both worker hosts"
         assert len(per_worker) == 4, "on every worker of both hosts"
-        # The balancer's one scrape holds every worker of both hosts, reached over the internal network.
-        every = {f"{address}:{port}" for address in addresses for port in (5100, 5101)}
-        assert balancer.workers_up() == dict.fromkeys(every, 1.0)
+
+        # A tab on the first worker host, used: its record goes to the Redis on the second.
+        tab = run(_tab_on(balancer, "/explorer", addresses[0]))
+        password = f"{STACK_CLI} secret --redis-password --settings {SETTINGS}"  # as an operator gets it
+        wait_for(lambda: len(redis_record(engine, workers[1].name, tab.session_id, password, addresses[1])) >= 4, 10,
+                 "the tab's record in the second host's Redis")  # fmt: skip
 
         # A stopped host's address goes silent (no refusal): a request nginx sends to one of its workers waits
         # proxy_connect_timeout (1 s), then goes to the next worker. Slower, never failed.
@@ -306,12 +329,39 @@ def test_multi_host_balancer_and_two_worker_hosts(engine, host_image, tmp_path_f
         stream = run(stream_of_page_views(balancer.url("/counter"), 8.0))
         print(f"one worker host stopped: {stream}")
         assert stream.done >= 8 and stream.failures == [], f"{stream}: {stream.failures[:3]}"
+        # The tab, back through the balancer with its token, on the other host: as its user left it.
+        doc = run(_reconnect(balancer.url("/explorer"), tab.token))
+        assert doc.select_one({"name": "wave"}).value == "square" and doc.select_one({"name": "frequency"}).value == 7
+        assert doc.select_one({"name": "summary"}).text.startswith("square at 7 Hz")
+        assert "resumed with" in doc.select_one({"name": "status"}).text
         gone = {f"{addresses[0]}:{port}" for port in (5100, 5101)}
         assert {w for w, up in balancer.workers_up().items() if up == 0} == gone
     finally:
         for host in hosts:
             engine.docker("rm", "-f", host.name, check=False)
         engine.docker("network", "rm", network, check=False)
+
+
+async def _tab_on(balancer: Host, path: str, address: str, tries: int = 20) -> PageView:
+    """A tab of `path` that the balancer sent to the worker host at `address` (its access log says), used: a wave
+    and a frequency chosen. Tabs that landed elsewhere leave."""
+    log = "/var/log/bokeh-stack/nginx-access.log"
+    for _ in range(tries):
+        tab = await open_page(balancer.url(path), document_ready=True)
+        served = await asyncio.to_thread(balancer.engine.docker, "exec", balancer.name, "cat", log)
+        if page_upstream(served.stdout, path) == address:
+            await tab.change(tab.document.select_one({"name": "wave"}), value="square")
+            await tab.change(tab.document.select_one({"name": "frequency"}), value=7)
+            return tab
+        tab.close(1001)
+    raise AssertionError(f"no page view of {path} reached {address} in {tries}")
+
+
+async def _reconnect(url: str, token: str):
+    origin = url.split("/", 3)
+    ws, _, doc = await connect_and_pull(url, token, {"Origin": f"{origin[0]}//{origin[2]}"}, timeout=15)
+    ws.close()
+    return doc
 
 
 SSH_IMAGE = "bokeh-stack-ssh-host:test"

@@ -80,7 +80,8 @@ def test_single_host_default_pillar(tmp_path):
     assert list(states) == [
         "bokeh-package-installed", "bokeh-user-group", "bokeh-user", "bokeh-venv-lock", "bokeh-venv-wheel",
         "bokeh-venv-created", "bokeh-venv-dependencies", "bokeh-venv-package", "bokeh-package-nginx",
-        "bokeh-package-distro-nginx-stopped", "bokeh-config-directory", "bokeh-config-settings", "bokeh-apps",
+        "bokeh-package-distro-nginx-stopped", "bokeh-package-redis", "bokeh-package-distro-redis-stopped",
+        "bokeh-config-directory", "bokeh-config-settings", "bokeh-apps",
         "bokeh-config-secret", "bokeh-config-applied", "bokeh-service-running",
     ]  # fmt: skip
     assert "nginx" in arg(states["bokeh-package-nginx"], "pkgs")
@@ -97,6 +98,7 @@ def test_single_host_default_pillar(tmp_path):
     # What runs here is bokeh-stack's to say: the formula asks it.
     assert asked(states, "bokeh-package-nginx", tmp_path / "settings.yaml")
     assert asked(states, "bokeh-config-secret", tmp_path / "settings.yaml")
+    assert not asked(states, "bokeh-package-redis", tmp_path / "settings.yaml"), "no Redis unless redis.run"
 
 
 def test_multi_host_pillars(tmp_path):
@@ -128,6 +130,18 @@ def test_multi_host_pillars(tmp_path):
     assert args[args.index("--allow-websocket-origin") + 1] == "dashboards.example.org"
     supervisord = layout.supervisord_conf.read_text()
     assert "[program:bokeh_default]" in supervisord and "[program:nginx]" not in supervisord
+    assert not asked(worker, "bokeh-package-redis", tmp_path / "w" / "settings.yaml")
+
+    # The worker host that also runs the workers' Redis: Debian's redis-server, under the stack's supervisord.
+    with_redis = show_sls(tmp_path / "r", {
+        "role": "worker", "secret": "x" * 48,
+        "settings": {"worker_address": "10.0.0.11", "redis": {"run": True, "address": "10.0.0.11"},
+                     "session": {"store": "redis://10.0.0.11:6379/0"}},
+    })  # fmt: skip
+    supervisord = rendered_settings(with_redis, tmp_path / "r").supervisord_conf.read_text()
+    assert f"[program:{topology.REDIS}]" in supervisord
+    assert asked(with_redis, "bokeh-package-redis", tmp_path / "r" / "settings.yaml")
+    assert arg(with_redis["bokeh-package-redis"], "pkgs") == ["redis-server"]
 
 
 def test_a_pillar_with_sign_in_keeps_its_users_passwords_off_command_lines(tmp_path):

@@ -18,15 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from bokeh.util.token import get_session_id
 
-from harness.pageview import open_page
+from harness.pageview import _TOKEN, open_page
 from harness.stack import ROOT, TEST_APPS, free_ports, page_views, read_executions, run, stream_of_page_views, wait_for
 
-from .docker_engine import Engine, container_address, upstream_addresses
-from .test_browser import CHROMIUM_ARGS, TICKS_T
+from .docker_engine import Engine, container_address, redis_record, upstream_addresses
+from .test_browser import CHROMIUM_ARGS, DOCUMENT_READY, TICKS_T
+from .test_resume_browser import STATE, STATUS_TEXT
+from .test_resume_browser import _use as use_explorer
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm]
-SECRET = "bokeh-stack-secret"  # docker-stack.yml's external secret
+SECRET = "bokeh-stack-secret"  # docker-stack.yml's external secrets
+REDIS_PASSWORD = "bokeh-stack-redis-password"
 FILES = [ROOT / "docker-compose.yml", ROOT / "docker-stack.yml", ROOT / "tests/compose.counter.yml"]
 FILES.append(ROOT / "tests/stack.test.yml")
 REPLICAS = 3
@@ -118,8 +122,9 @@ def swarm(engine, tmp_path_factory):
             env=env, cwd=ROOT, check=True, capture_output=True, timeout=900,
         )  # fmt: skip
         # Made at provision time, as docs/swarm.md says, and never written to disk.
-        subprocess.run(["docker", "secret", "create", SECRET, "-"], input=secrets.token_urlsafe(48), text=True,
-                       env=env, check=True, capture_output=True)  # fmt: skip
+        for name in (SECRET, REDIS_PASSWORD):
+            subprocess.run(["docker", "secret", "create", name, "-"], input=secrets.token_urlsafe(48), text=True,
+                           env=env, check=True, capture_output=True)  # fmt: skip
         start = time.monotonic()
         stack.deploy()
         wait_for(lambda: stack.ready(REPLICAS), 180, f"{REPLICAS} healthy worker tasks behind a healthy nginx")
@@ -162,6 +167,10 @@ def test_the_secret_is_a_docker_secret_readable_by_the_workers_user_alone(swarm)
         assert swarm.exec(container, "test", "-e", "/var/lib/bokeh-stack/secret").returncode == 1
     for container in swarm.containers("nginx"):
         assert swarm.exec(container, "test", "-e", f"/run/secrets/{SECRET}").returncode == 1, "the balancer has none"
+    for container in swarm.containers("redis"):
+        assert swarm.exec(container, "test", "-e", f"/run/secrets/{SECRET}").returncode == 1, "nor has Redis"
+        mode = swarm.exec(container, "stat", "-c", "%a %u", f"/run/secrets/{REDIS_PASSWORD}").stdout.split()
+        assert mode == ["400", "10001"], mode
     spec = json.loads(swarm.engine.docker("service", "inspect", f"{swarm.name}_workers").stdout)[0]["Spec"]
     env = spec["TaskTemplate"]["ContainerSpec"]["Env"]
     assert "BOKEH_SECRET_KEY=" in env, "the key itself is in no service's environment"
@@ -231,7 +240,8 @@ def test_scaling_up_and_down_under_load_without_restarting_nginx(swarm):
 
 def test_rolling_update_under_load_fails_no_page_view_and_open_tabs_reconnect(swarm):
     """`docker service update --force` (start-first, one task at a time, health checked) while page views run and
-    Chromium tabs stream: no page view fails, and every tab streams again after the last old task stopped."""
+    Chromium tabs stream: no page view fails, and every tab streams again after the last old task stopped. A tab of
+    the shipped explorer app, used before, comes back as its user left it, from the redis service's record."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -245,6 +255,15 @@ def test_rolling_update_under_load_fails_no_page_view_and_open_tabs_reconnect(sw
             for page in tabs:
                 page.wait_for_function(f"() => window.Bokeh && Bokeh.documents.length > 0 && {TICKS_T}.length >= 3",
                                        timeout=60_000)  # fmt: skip
+            explorer = chromium.new_context(viewport={"width": 1200, "height": 900}).new_page()
+            explorer.goto(swarm.url("/explorer"))
+            explorer.wait_for_function(f"() => ({DOCUMENT_READY})() && {STATUS_TEXT}.startsWith('worker ')")
+            use_explorer(explorer)
+            left = explorer.evaluate(STATE)
+            session_id = get_session_id(_TOKEN.search(explorer.content().encode()).group(1).decode())
+            redis = swarm.containers("redis")[0]
+            wait_for(lambda: "button_click" in "".join(redis_record(swarm.engine, redis, session_id)), 10,
+                     "the tab's last change in the redis service")  # fmt: skip
             old = set(swarm.containers("workers"))
 
             def update():
@@ -259,6 +278,8 @@ def test_rolling_update_under_load_fails_no_page_view_and_open_tabs_reconnect(sw
             )
             for page in tabs:
                 page.wait_for_function(streams_again, timeout=20_000)
+            explorer.wait_for_function(f"() => {STATUS_TEXT}.includes('resumed')", timeout=20_000)
+            assert explorer.evaluate(STATE) == left, "the explorer tab is not as its user left it"
         finally:
             chromium.close()
     print(f"\nupdate --force under load: {stream}")

@@ -19,7 +19,7 @@ from bokeh_stack.cli import status
 from bokeh_stack.cli.logs import LogsError, log_files, show
 from bokeh_stack.config import topology
 from bokeh_stack.config.plan import SERVICE_USER, RunPlan, find_nginx
-from bokeh_stack.config.secret import SecretError, derived, ensure_secret, write_secret
+from bokeh_stack.config.secret import ENV_VAR, SecretError, ensure_secret, redis_password, write_secret
 from bokeh_stack.config.settings import Settings, SettingsError, load, write_record
 from bokeh_stack.config.values import ROLES
 from bokeh_stack.provisioning import apply as applying
@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "supervisord", cmd_supervisord, "render, then become the stack's supervisord (containers, Salt, systemd)"
     )
     sup.add_argument("--daemon", action="store_true", help="supervisord goes to the background")
+    command("redis", cmd_redis, "render redis-server's config, then become redis-server (the redis container)")
     command("stop", cmd_stop, "stop the running stack: every worker (draining) and nginx, then supervisord")
     logs = command("logs", cmd_logs, "show the logs: every one, nginx's, or one worker's (its name or port)")
     logs.add_argument("name", nargs="?", metavar="WORKER|nginx", help="e.g. bokeh_default_5100, 5100 or nginx")
@@ -276,6 +277,20 @@ def cmd_supervisord(args: argparse.Namespace) -> int:
     os.execve(argv[0], argv, env)  # supervisord takes this process over: it gets the signals directly
 
 
+def cmd_redis(args: argparse.Namespace) -> int:
+    plan = RunPlan(_settings(args))
+    password_file = plan.settings.session.redis_password_file
+    env = dict(os.environ)
+    if password_file:  # made on the first start (Compose: into a volume the workers mount), then shared
+        ensure_secret(Path(password_file), environ={})
+    else:
+        env[ENV_VAR] = ensure_secret(plan.secret_file)
+    conf = rendering.render_redis(plan)
+    argv = [plan.python, "-m", topology.MODULES["redis"], str(conf), str(plan.redis_dir)]
+    sys.stdout.flush()
+    os.execve(argv[0], argv + ([password_file] if password_file else []), env)
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     plan = RunPlan(_settings(args))
     pid = supervision.shutdown(plan)
@@ -285,8 +300,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_secret(args: argparse.Namespace) -> int:
     plan = RunPlan(_settings(args))
-    if args.redis_password:  # for Redis's requirepass: derived from the secret, which is made first if missing
-        print(derived(ensure_secret(plan.secret_file), "redis"))
+    if args.redis_password:  # for Redis's requirepass: the workers' (derived from the secret, made first if missing)
+        print(redis_password(ensure_secret(plan.secret_file), plan.settings.session.redis_password_file))
         return 0
     if args.from_stdin:
         changed = write_secret(plan.secret_file, sys.stdin.read().strip(), dry_run=args.dry_run)

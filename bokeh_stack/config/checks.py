@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from bokeh_stack.config.values import KEY
+from bokeh_stack.config.values import KEY, runs_workers
 
 if TYPE_CHECKING:
     from bokeh_stack.config import model
@@ -71,6 +71,11 @@ def check_host(s: model.Settings, problems: list[str]) -> None:
             problems.append(f"tls.{key}: {value} does not exist or is not readable")
     if tls.certificate and tls.key and tls.port == s.port:
         problems.append(f"tls.port and port must differ (port redirects to HTTPS), both are {s.port}")
+    if s.redis.run and not runs_workers(s.role) and not s.session.redis_password_file:
+        problems.append(
+            f"redis.run on a host of role {s.role} (without the workers' secret) needs session.redis_password_file: "
+            "the file holding the password Redis and the workers share"
+        )
     if s.auth.mode != "oidc":
         return
     oidc = s.auth.oidc

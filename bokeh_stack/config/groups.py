@@ -122,6 +122,14 @@ class Session(Group):
             "off: tabs reconnect to a fresh session."
         ),
     )
+    redis_password_file: AbsolutePath = Field(
+        "",
+        description=(
+            "With a redis:// store: the absolute path of a file holding Redis's password, which redis-server reads "
+            "too (Compose, Swarm, Kubernetes: a secret both mount; the redis container makes it if missing). Empty: "
+            "derived from the stack's secret (`bokeh-stack secret --redis-password` prints it, for requirepass)."
+        ),
+    )
     resume_max_bytes: Positive = Field(
         1048576, description="The most kept for one session; a session past it starts afresh after a restart."
     )
@@ -228,6 +236,29 @@ class Ops(Group):
             "The workers count sessions, messages and document builds for /metrics. false: they count nothing (to "
             "measure what counting costs; make bench)."
         ),
+    )
+
+
+class Redis(Group):
+    run: StrictBool = Field(
+        False,
+        description=(
+            "Run redis-server (Debian's redis-server package; the Salt formula installs it) on this host under the "
+            "stack's supervisord, as the workers' user, for session.store: redis:// when the workers are on several "
+            "hosts. Its password: session.redis_password_file, else derived from the secret (a host without the "
+            "workers' secret, role balancer, needs the file)."
+        ),
+    )
+    address: Address = Field(
+        "127.0.0.1",
+        description=(
+            "Where it listens: an address every worker host reaches, on a private network (a password guards it; "
+            "nothing encrypts it)."
+        ),
+    )
+    port: Port = Field(6379, description="Its port.")
+    max_memory_mb: Positive = Field(
+        256, description="The most it holds; past it, the records that expire soonest go first (never a page)."
     )
 
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, StrictBool
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bokeh_stack.config.groups import Auth, Group, Nginx, Ops, PoolSpec, Session, Tls, Watchdog
+from bokeh_stack.config.groups import Auth, Group, Nginx, Ops, PoolSpec, Redis, Session, Tls, Watchdog
 from bokeh_stack.config.values import (
     Address,
     FixMismatch,
@@ -176,6 +176,7 @@ class Settings(BaseSettings):
     tls: Tls = Field(default_factory=Tls, description="HTTPS.")
     watchdog: Watchdog = Field(default_factory=Watchdog, description="Hung workers.")
     ops: Ops = Field(default_factory=Ops, description="The operators' listener.")
+    redis: Redis = Field(default_factory=Redis, description="A Redis for the workers' session records.")
     worker_fixes: StrictBool = Field(
         True,
         description=(

@@ -49,7 +49,7 @@ def static_tree(run_dir: Path, bokeh_version: str) -> Path:
 @dataclass(frozen=True)
 class RunPlan:
     # What a host may run (`bokeh-stack plan --runs NAME`: the Salt formula asks rather than derive it).
-    PROGRAMS = ("nginx", "workers", "signin")
+    PROGRAMS = ("nginx", "workers", "signin", "redis")
 
     settings: Settings
     python: str = field(default_factory=this_python)
@@ -69,6 +69,11 @@ class RunPlan:
     def with_signin(self) -> bool:
         """The sign-in process runs beside nginx (settings auth.mode)."""
         return self.with_nginx and self.settings.auth_on
+
+    @property
+    def with_redis(self) -> bool:
+        """redis-server runs here for the workers' session records (settings redis.run)."""
+        return self.settings.redis.run
 
     # Who runs it. Only root can name users. Started by another user, everything runs as that user; started as
     # root, the workers and nginx's worker processes run as `user` (SERVICE_USER unless set), supervisord and
@@ -187,6 +192,16 @@ class RunPlan:
         return self.run_dir / "sessions"
 
     @property
+    def redis_conf(self) -> Path:
+        """redis-server's config as rendered, without its password (added at start: bokeh_stack/daemons/redis.py)."""
+        return self.run_dir / "redis.conf"
+
+    @property
+    def redis_dir(self) -> Path:
+        """redis-server's own directory (its config with the password): the workers' user's alone."""
+        return self.run_dir / "redis"
+
+    @property
     def resume_store(self) -> str | None:
         """Where the workers keep sessions to resume (a directory, or a redis:// URL); None: they keep none."""
         store = self.settings.session.store
@@ -256,7 +271,8 @@ class RunPlan:
 
     def runs(self) -> dict[str, bool]:
         """What this host runs, by PROGRAMS."""
-        return {"nginx": self.with_nginx, "workers": self.with_workers, "signin": self.with_signin}
+        runs = (self.with_nginx, self.with_workers, self.with_signin, self.with_redis)
+        return dict(zip(self.PROGRAMS, runs, strict=True))
 
     def users(self) -> dict[str, str | None]:
         """Who runs what (None: the user who starts the stack)."""
@@ -276,5 +292,6 @@ class RunPlan:
             "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
             "access_log", "sessions_dir", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket",
             "signin_file", "users_file", "signin_key_file", "revoked_file", "restarts_file", "prometheus_config",
+            "redis_conf", "redis_dir",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

@@ -74,3 +74,14 @@ def derived(secret: str, purpose: str) -> str:
     """A key for one purpose (e.g. Redis's password), made from the deployment's secret: whoever holds the secret
     can make it, and it tells nothing of the secret."""
     return hmac.new(secret.encode(), f"bokeh-stack {purpose}".encode(), hashlib.sha256).hexdigest()
+
+
+def redis_password(secret: str, password_file: str = "") -> str:
+    """The password the workers give Redis (settings session.redis_password_file): the file's, if one is set (a
+    secret Redis mounts too), else derived from the deployment's secret."""
+    if not password_file:
+        return derived(secret, "redis")
+    try:
+        return Path(password_file).read_text().strip()
+    except OSError as e:
+        raise SecretError(f"cannot read Redis's password (session.redis_password_file): {e}") from None

@@ -31,7 +31,7 @@ MODULES = {
     "worker": "bokeh_stack.worker",
     **{
         name: f"{DAEMONS}.{name}"
-        for name in ("watchdog", "restarts", "ops", "signin", "upstreams", "container", "app_check")
+        for name in ("watchdog", "restarts", "ops", "signin", "upstreams", "container", "app_check", "redis")
     },
 }
 NGINX = "nginx"
@@ -39,6 +39,7 @@ OPS = "bokeh_stack_ops"
 SIGNIN = "bokeh_stack_signin"
 UPSTREAMS = "bokeh_stack_upstreams"
 RESTARTS = "bokeh_stack_restarts"
+REDIS = "bokeh_stack_redis"
 # nginx's upstream that probes any worker (/healthz); each pool's is `<program>_probe`.
 PROBE = "bokeh_stack_probe"
 # nginx checks that an /ops dashboard's websocket comes from the page's own origin, then says so with this Origin.

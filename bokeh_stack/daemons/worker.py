@@ -4,8 +4,8 @@ runs `bokeh` with the arguments in ARGS_FILE (one per line, rendered from superv
 replaced by PORT), with the stack's fixes to Bokeh (patches/fixes.py, patches/hardening.py) and its metrics
 (patches/worker_metrics.py) checked and applied first. ARGS_FILE starts with the worker's own options, before
 Bokeh's `serve`: `--python-path DIR` (put first on the import path) and `--function-app ROUTE=module:function`
-(bokeh_stack/patches/function_apps.py), each as often as needed; `--resume-store DIR|URL`, `--resume-max-bytes N`
-and `--resume-except APP` (each excepted app), to resume sessions (bokeh_stack/resume/)."""
+(bokeh_stack/patches/function_apps.py), each as often as needed; `--resume-store DIR|URL`, `--resume-max-bytes N`,
+`--resume-except APP` (each excepted app) and `--redis-password-file FILE`, to resume sessions (bokeh_stack/resume/)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ USAGE = (
     "[--client-session-ids] ARGS_FILE PORT"
 )
 FLAGS = ("--plain", "--warn-mismatch", "--no-metrics", "--compression", "--client-session-ids")
-OPTIONS = ("--python-path", "--function-app", "--resume-store", "--resume-max-bytes", "--resume-except")
+OPTIONS = (
+    "--python-path", "--function-app", "--resume-store", "--resume-max-bytes", "--resume-except",
+    "--redis-password-file",
+)  # fmt: skip
 # What serve_function_apps assumes of Bokeh's serve command.
 SERVE_EXPECTS = (
     Expect("bokeh.command.subcommands.serve:Serve.invoke", uses=("customize_applications", "files", "Application")),
@@ -47,6 +50,7 @@ class Options:
     resume_store: str = ""  # settings session.store, made a directory or a redis:// URL; empty: no resume
     resume_max_bytes: int = 0
     resume_except: list[str] = field(default_factory=list)
+    redis_password_file: str = ""  # settings session.redis_password_file; empty: derived from the secret
 
 
 def split_options(args: list[str]) -> tuple[Options, list[str]]:
@@ -65,6 +69,8 @@ def split_options(args: list[str]) -> tuple[Options, list[str]]:
             options.resume_store = value
         elif option == "--resume-max-bytes":
             options.resume_max_bytes = int(value)
+        elif option == "--redis-password-file":
+            options.redis_password_file = value
         else:
             options.resume_except.append(value)
     return options, args
@@ -132,7 +138,11 @@ def main(argv: list[str]) -> None:
         from bokeh_stack.config import secret
         from bokeh_stack.resume import sessions
 
-        redis_password = secret.derived(os.environ.get(secret.ENV_VAR, ""), "redis")
+        try:
+            redis_password = secret.redis_password(os.environ.get(secret.ENV_VAR, ""), options.redis_password_file)
+        except secret.SecretError as e:  # a tab then resumes on nothing (Redis refuses), but every page is served
+            print(f"bokeh-stack worker: {e}", file=sys.stderr)
+            redis_password = ""
         sessions.configure(options.resume_store, options.resume_max_bytes, options.resume_except, redis_password)
         chosen += sessions.FIXES
     if "--compression" in flags:  # settings session.compression

@@ -101,6 +101,7 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "signin": topology.SIGNIN,
             "upstreams": topology.UPSTREAMS,
             "restarts": topology.RESTARTS,
+            "redis": topology.REDIS,
             "nginx": topology.NGINX,
             "probe": topology.PROBE,
         },
@@ -214,6 +215,15 @@ def environment() -> jinja2.Environment:
     return env
 
 
+REDIS_TEMPLATE = "redis/redis.conf.j2"
+
+
+def render_redis(plan: RunPlan) -> Path:
+    """redis-server's config alone, without its password (the redis container: `bokeh-stack redis`)."""
+    _write(plan.redis_conf, environment().get_template(REDIS_TEMPLATE).render(s=plan.settings, plan=plan))
+    return plan.redis_conf
+
+
 def outputs(plan: RunPlan) -> dict[Path, str]:
     """Every file the plan's configs consist of, and what it must say."""
     ctx = context(plan)
@@ -226,6 +236,8 @@ def outputs(plan: RunPlan) -> dict[Path, str]:
     }
     if plan.with_nginx:
         targets["prometheus/prometheus.yml.j2"] = plan.prometheus_config
+    if plan.with_redis:
+        targets[REDIS_TEMPLATE] = plan.redis_conf
     files = {target: env.get_template(template).render(ctx) for template, target in targets.items()}
     if plan.with_nginx:
         files[plan.ops_file] = ops_config(plan).text()
@@ -259,6 +271,8 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
         privileges.sockets_dir(plan, plan.sockets_dir, plan.worker_user)
     if plan.with_workers and plan.resume_store == str(plan.sessions_dir):
         privileges.private_dir(plan, plan.sessions_dir)
+    if plan.with_redis:
+        privileges.private_dir(plan, plan.redis_dir)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]

@@ -1,6 +1,7 @@
 """Sessions' records in Redis, for workers on several hosts or in containers (settings session.store:
 redis://HOST:PORT/DB). A record is a list, RPUSHed a batch of lines at a time and set to expire with its page's
-token; Redis's password is derived from the deployment's secret (config/secret.py), which every worker holds.
+token; Redis's password is the file settings session.redis_password_file names, or derived from the deployment's
+secret (config/secret.redis_password).
 Writes go out in order from one task and a bounded queue; a read waits READ_TIMEOUT_S at most."""
 
 from __future__ import annotations

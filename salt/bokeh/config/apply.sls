@@ -58,3 +58,4 @@ bokeh-config-applied:
       - file: bokeh-apps
       - user: bokeh-user
       - pkg: bokeh-package-nginx
+      - pkg: bokeh-package-redis

@@ -97,3 +97,31 @@ bokeh-package-distro-nginx-stopped:
 {%- endif %}
     - require:
       - pkg: bokeh-package-nginx
+
+# redis-server where this host runs it for the workers' session records (settings redis.run).
+bokeh-package-redis:
+  pkg.installed:
+    - pkgs: {{ bokeh.pkgs.redis | json }}
+    - onlyif: {{ runs("redis") }}
+    - require:
+      - cmd: bokeh-venv-package
+      - file: bokeh-config-settings
+      - file: bokeh-apps
+
+# It runs under bokeh-stack's supervisord with its own config and password; the distribution's would hold the port.
+bokeh-package-distro-redis-stopped:
+{%- if bokeh.systemd %}
+  service.dead:
+    - name: redis-server
+    - enable: False
+    - onlyif: {{ runs("redis") }}
+{%- else %}
+  # No init system to ask: stop the one apt may have started, by its own pid file.
+  cmd.run:
+    - name: kill "$(cat /run/redis/redis-server.pid)"
+    - onlyif:
+      - {{ runs("redis") }}
+      - test -s /run/redis/redis-server.pid && kill -0 "$(cat /run/redis/redis-server.pid)"
+{%- endif %}
+    - require:
+      - pkg: bokeh-package-redis
