@@ -9,7 +9,8 @@ Parts: pageviews, static, latency, capacity, churn, pagecost (CPU per page view 
 stalls), compression (bokeh-stack with session.compression off vs on), metrics (bokeh-stack with its metrics on vs
 off), signin (bokeh-stack with sign-in on vs off), resume (bokeh-stack keeping sessions to resume vs not, and tabs
 coming back after a kill -9), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints one
-markdown table, the targets (PASS/MISS) and the design's reference figures beside ours.
+markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. A run with --out that
+stops goes on from its last finished part when started again (bench/checkpoint.py).
 Not a test: nothing here fails on a slow machine.
 """
 
@@ -21,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench import report
+from bench.checkpoint import Checkpoint, commit
 from bench.churn import churn
 from bench.compression import compression_cost
 from bench.large_data import large_data
@@ -137,12 +139,23 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
     session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
     expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
 
+    # A full run goes on where one that stopped left off (bench/checkpoint.py).
+    identity = {"commit": commit(ROOT), "options": {k: v for k, v in vars(args).items() if k not in ("parts", "out")}}
+    checkpoint = Checkpoint(args.out.with_name(f".{args.out.stem}.partial.pickle"), identity) if args.out else None
+
+    def want(part: str) -> bool:
+        return part in args.parts and not (checkpoint and checkpoint.restore(part, results))
+
+    def done(part: str) -> None:
+        if checkpoint:
+            checkpoint.save(part, results)
+
     def start(key: str, name: str, workers: int = args.workers):
         print(f"  {SETUPS[key]}: {name}", file=sys.stderr, flush=True)
         served = previous_apps if key == "previous" else apps
         return started(key, served, workers, tmp / f"{key}-{name}", session, checkout=checkout)
 
-    if "pageviews" in args.parts:
+    if want("pageviews"):
         print("page views", file=sys.stderr)
         for key in args.setups:
             for keep_alive in (True, False):
@@ -150,12 +163,14 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
                     results.pageviews[key, keep_alive] = page_views(
                         setup, args.seconds, args.concurrency, keep_alive, args.warmup
                     )
-    if "static" in args.parts:
+        done("pageviews")
+    if want("static"):
         print("static", file=sys.stderr)
         for key in args.setups:
             with start(key, "static") as setup:
                 results.static[key] = static_js(setup, args.static_seconds)
-    if "latency" in args.parts:
+        done("static")
+    if want("latency"):
         print("streamed update delay", file=sys.stderr)
         for key in args.setups:
             with start(key, "latency") as setup:
@@ -164,7 +179,8 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
                 if key in ("recipe", "previous", "stack"):
                     groups["direct"] = [setup.worker_url("/streaming", i % n) for i in range(2 * args.workers)]
                 results.latency[key] = update_delays(groups, setup.origin, args.latency_seconds)
-    if "capacity" in args.parts:
+        done("latency")
+    if want("capacity"):
         print("streaming capacity of one worker", file=sys.stderr)
         first, step, most = map(int, args.capacity.split(","))
         for key in ("single", "previous", "stack"):
@@ -176,14 +192,16 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
                     results.capacity[key, app] = capacity(
                         setup.worker_url(f"/{app}"), setup.origin, pid, first, step, most, args.capacity_seconds
                     )
-    if "churn" in args.parts:
+        done("capacity")
+    if want("churn"):
         print("session churn", file=sys.stderr)
         counts = [int(c) for c in args.churn.split(",")]
         for key in args.setups:
             with start(key, "churn") as setup:
                 results.churn[key] = churn(setup, counts, args.concurrency, expiry_s)
+        done("churn")
 
-    if "pagecost" in args.parts:
+    if want("pagecost"):
         print("CPU per page view, and stalls", file=sys.stderr)
         for key in ("single", "previous", "stack"):
             if key in args.setups:
@@ -204,29 +222,35 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
                     results.pagecost_apps[app] = page_cost(
                         setup, app, shipped / app, args.pagecost_views // 4, args.concurrency, expiry_s, stream=False
                     )
+        done("pagecost")
 
-    if "compression" in args.parts and "stack" in args.setups:
+    if want("compression") and "stack" in args.setups:
         print("websocket compression off vs on", file=sys.stderr)
         sessions = 2 if args.smoke else COMPRESSION_SESSIONS
         results.compression = compression_cost(apps, tmp, session, sessions, args.latency_seconds)
+        done("compression")
 
-    if "metrics" in args.parts and "stack" in args.setups:
+    if want("metrics") and "stack" in args.setups:
         print("metrics on vs off", file=sys.stderr)
         rounds, fleet = (1, 2) if args.smoke else (METRICS_ROUNDS, SCRAPE_WORKERS)
         results.metrics = metrics_cost(apps, args.workers, tmp, session, args, rounds, fleet)
+        done("metrics")
 
-    if "signin" in args.parts and "stack" in args.setups:
+    if want("signin") and "stack" in args.setups:
         print("sign-in on vs off", file=sys.stderr)
         results.signin = signin_cost(apps, args.workers, tmp, session, args, 1 if args.smoke else METRICS_ROUNDS)
+        done("signin")
 
-    if "resume" in args.parts and "stack" in args.setups:
+    if want("resume") and "stack" in args.setups:
         print("resume on vs off", file=sys.stderr)
         rounds, tabs = (1, 2) if args.smoke else (METRICS_ROUNDS, RESUME_TABS)
         results.resume = resume_cost(apps, args.workers, tmp, session, args, rounds, tabs)
+        done("resume")
 
-    if "largedata" in args.parts and "stack" in args.setups:
+    if want("largedata") and "stack" in args.setups:
         print("very large data", file=sys.stderr)
         results.large_data = large_data(tmp, session, args.smoke)
+        done("largedata")
 
     text = report.markdown(results)
     print(text)
@@ -234,6 +258,8 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report.document(results, text, chart=report.chart(results, args.out.with_suffix(".png"))))
         print(f"wrote {args.out}", file=sys.stderr)
+        if checkpoint:
+            checkpoint.clear()
     return 0
 
 

@@ -4,12 +4,15 @@ where settings redis.run say (the Salt formula's worker or balancer hosts; the r
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import redis
 from bokeh_stack.config import topology
 from bokeh_stack.config.settings import SettingsError, load
-from harness.stack import SHIPPED_APPS
+from bokeh_stack.resume.redis_store import RedisStore
+from harness.stack import SHIPPED_APPS, free_ports
 
 from .test_render import rendered, supervisord_programs
 from .test_resume import RedisServer
@@ -55,3 +58,24 @@ def test_a_balancer_runs_redis_only_with_a_password_file(tmp_path):
     with pytest.raises(SettingsError, match="redis.run on a host of role balancer .* session.redis_password_file"):
         load(environ={}, overrides={**base, "redis": {"run": True}})
     load(environ={}, overrides={**base, "redis": {"run": True}, "session": {"redis_password_file": "/etc/redis-pw"}})
+
+
+@pytest.mark.redis
+def test_a_worker_opens_its_connection_before_a_tab_needs_it(tmp_path):
+    """warm() (scheduled when a worker starts) leaves a connection open, and a tab's first resume reads on it: no
+    connect, DNS or AUTH inside the read's 100 ms. Against a Redis that is not there it gives up, quietly."""
+    server = RedisServer(tmp_path)
+    watcher = redis.Redis(port=server.port, password=server.password)
+
+    async def go() -> tuple[int, int]:
+        store = RedisStore(server.url, server.password)
+        await store.warm()
+        warmed = len(watcher.client_list())
+        assert await store.load("no-such-record") is None
+        return warmed, len(watcher.client_list())
+
+    try:
+        assert asyncio.run(go()) == (2, 2), "one connection of the store's (and the watcher's), reused by the read"
+        asyncio.run(RedisStore(f"redis://127.0.0.1:{free_ports(1)}/0").warm(tries=1))
+    finally:
+        server.stop()

@@ -145,6 +145,10 @@ def main(argv: list[str]) -> None:
             redis_password = ""
         sessions.configure(options.resume_store, options.resume_max_bytes, options.resume_except, redis_password)
         chosen += sessions.FIXES
+        if warm := getattr(sessions.config.store, "warm", None):  # on the loop the server will run (Redis)
+            from tornado.ioloop import IOLoop
+
+            IOLoop.current().add_callback(warm)
     if "--compression" in flags:  # settings session.compression
         from bokeh_stack.patches import one_write
 

@@ -17,6 +17,8 @@ PREFIX = "bokeh-stack:session:"
 QUEUE_LENGTH = 10_000
 # A Redis that is down is logged once this often, not once per write.
 LOG_EVERY_S = 30.0
+# A worker that starts before its Redis tries this many times, a second apart, to open a connection ahead of use.
+WARM_TRIES = 60
 log = logging.getLogger("bokeh_stack.resume")
 
 
@@ -72,6 +74,17 @@ class RedisStore:
         if time.monotonic() - self._logged > LOG_EVERY_S:
             self._logged = time.monotonic()
             log.warning("%s: %s (records are incomplete while it is)", self.describe(), str(error)[:200])
+
+    async def warm(self, tries: int = WARM_TRIES) -> None:
+        """Open a connection before a tab needs one, and keep it in the pool: a tab's resume then waits
+        READ_TIMEOUT_S for its read alone, not for DNS, connect and AUTH too. It matters in a worker that has just
+        started, which is where a restart sends the tabs."""
+        for _ in range(tries):
+            try:
+                await self.client.ping()
+                return
+            except Exception:  # not up yet: the writer logs it once a tab's record is written
+                await asyncio.sleep(1)
 
     async def load(self, key: str) -> list[bytes] | None:
         try:
