@@ -40,6 +40,8 @@ def test_redis_password_from_the_shared_file_or_derived_from_the_secret(tmp_path
     assert redis_password(key, str(shared)) == "p" * 40
     with pytest.raises(SecretError, match=r"session.redis_password_file.*missing"):
         redis_password(key, str(tmp_path / "missing"))
+    with pytest.raises(SecretError, match="neither session.redis_password_file nor the workers' secret"):
+        redis_password("")
 
 
 def test_the_workers_are_told_where_redis_s_password_is(tmp_path):

@@ -80,6 +80,8 @@ def redis_password(secret: str, password_file: str = "") -> str:
     """The password the workers give Redis (settings session.redis_password_file): the file's, if one is set (a
     secret Redis mounts too), else derived from the deployment's secret."""
     if not password_file:
+        if not secret:  # a password derived from nothing would be the same everywhere
+            raise SecretError("no Redis password: neither session.redis_password_file nor the workers' secret")
         return derived(secret, "redis")
     try:
         return Path(password_file).read_text().strip()
