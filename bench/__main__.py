@@ -8,7 +8,8 @@
 Parts: pageviews, static, latency, capacity, churn, pagecost (CPU per page view against Bokeh's own build, and
 stalls), compression (bokeh-stack with session.compression off vs on), metrics (bokeh-stack with its metrics on vs
 off), signin (bokeh-stack with sign-in on vs off), resume (bokeh-stack keeping sessions to resume vs not, and tabs
-coming back after a kill -9), largedata (10 million points decimated vs all sent, on bokeh-stack). Prints one
+coming back after a kill -9), largedata (10 million points decimated vs all sent, on bokeh-stack), pools (a host of
+20 apps with a worker each vs none until a visitor, and an idle app's first page view). Prints one
 markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. A run with --out that
 stops goes on from its last finished part when started again (bench/checkpoint.py).
 Not a test: nothing here fails on a slow machine.
@@ -29,6 +30,7 @@ from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pagecost import page_cost
 from bench.pageviews import page_views
+from bench.pools_cost import pools_cost
 from bench.resume_cost import resume_cost
 from bench.setups import DEFAULTS, PREVIOUS, SETUPS, apps_dir, has_commit, previous_checkout, started
 from bench.signin_cost import signin_cost
@@ -50,6 +52,7 @@ PARTS = (
     "signin",
     "resume",
     "largedata",
+    "pools",
 )
 COMPRESSION_SESSIONS = 50
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
@@ -251,6 +254,11 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
         print("very large data", file=sys.stderr)
         results.large_data = large_data(tmp, session, args.smoke)
         done("largedata")
+
+    if want("pools") and "stack" in args.setups:
+        print("pools: fixed vs scale to zero", file=sys.stderr)
+        results.pools = pools_cost(APPS["dashboard"], tmp, session, args.smoke)
+        done("pools")
 
     text = report.markdown(results)
     print(text)

@@ -12,9 +12,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import compression, large_data, metrics_cost, pagecost, resume_cost, signin_cost
+from bench import compression, large_data, metrics_cost, pagecost, pools_cost, resume_cost, signin_cost
 from bench.large_data import LargeData
 from bench.metrics_cost import MetricsCost
+from bench.pools_cost import PoolsCost
 from bench.resume_cost import ResumeCost
 from bench.setups import SETUPS
 from bench.signin_cost import SigninCost
@@ -42,6 +43,7 @@ class Results:
     signin: SigninCost | None = None
     resume: ResumeCost | None = None
     large_data: LargeData | None = None
+    pools: PoolsCost | None = None
 
 
 def _ms(value: float) -> str:
@@ -210,6 +212,8 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
         out += resume_cost.targets(r.resume)
     if r.large_data:
         out += large_data.targets(r.large_data)
+    if r.pools:
+        out += pools_cost.targets(r.pools)
     return out
 
 
@@ -269,6 +273,8 @@ def markdown(r: Results) -> str:
         lines += ["", compression.markdown(r.compression)]
     if r.large_data:
         lines += ["", large_data.markdown(r.large_data)]
+    if r.pools:
+        lines += ["", pools_cost.markdown(r.pools)]
     anchors = _anchors(r)
     if anchors:
         lines += ["", "| reference figure | design §2b | this run |", "|---|---|---|"]

@@ -165,6 +165,16 @@ class RunningStack:
         return self.proc.returncode
 
 
+def worker_places(settings: dict[str, Any]) -> int:
+    """Ports the stack's workers may take (at least): each pool's most workers, and one more where it recycles."""
+
+    def places(spec: dict[str, Any], workers: int) -> int:
+        most = max(spec.get("workers", workers), spec.get("max_workers") or 0)
+        return most + (1 if spec.get("recycle") or settings.get("recycle") else 0)
+
+    return places(settings, 2) + sum(places(spec, 1) for spec in settings.get("pools", {}).values())
+
+
 def start_stack(
     tmp_path: Path,
     apps_dir: Path,
@@ -175,8 +185,7 @@ def start_stack(
 ) -> RunningStack:
     """`bokeh-stack up [up_args]` on free loopback ports, waited on until it says it is ready. `checkout`: the
     checkout whose bokeh_stack package runs it (the bench's previous version), instead of the installed one."""
-    workers = settings.get("workers", 2) + sum(p.get("workers", 1) for p in settings.get("pools", {}).values())
-    first = free_ports(workers + 2)
+    first = free_ports(worker_places(settings) + 2)
     values = {
         "apps_dir": str(apps_dir),
         "runtime_dir": str(tmp_path / "run"),
@@ -258,12 +267,19 @@ class Stream:
 
 
 async def stream_of_page_views(
-    url: str, seconds: float, concurrency: int = 4, stop: asyncio.Event | None = None, **kwargs: Any
+    url: str,
+    seconds: float,
+    concurrency: int = 4,
+    stop: asyncio.Event | None = None,
+    pause: float = 0.0,
+    **kwargs: Any,
 ) -> Stream:
-    """First-visit page views, `concurrency` at a time, for `seconds` or until `stop` is set."""
+    """First-visit page views, `concurrency` at a time (each round `pause` s after the last), for `seconds` or until
+    `stop` is set."""
     stream = Stream()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not (stop and stop.is_set()):
+        await asyncio.sleep(pause)
         results = await asyncio.gather(*(page_view(url, **kwargs) for _ in range(concurrency)), return_exceptions=True)
         stream.failures += [repr(r) for r in results if isinstance(r, BaseException)]
         stream.reconnects += sum(r.reconnects for r in results if not isinstance(r, BaseException))

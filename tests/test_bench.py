@@ -65,6 +65,10 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
     # Very large data: the decimated app's first document and updates, beside the naive app's.
     assert re.search(r"\| bytes per update \| [\d.]+ kB \(28 updates\) \| none: the browser has every point \|", text)
     assert re.search(r"\| large data: first document < 2 MB \| [\d.]+ MB \| PASS \|", text), text
+    # Pools: a host of idle apps with a worker each, and with none until a visitor, whose first page view comes.
+    memory = r"\| host memory, idle \(PSS of every process of the stack\) \| [\d,]+ MB \| \*\*[\d,]+ MB\*\*"
+    assert re.search(memory, text), text
+    assert re.search(r"\| an idle app's first page view within nginx's page timeout \(60 s\) \| [\d.]+ s \| PASS", text)
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert f"]({png.name})" in text

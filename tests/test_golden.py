@@ -44,6 +44,11 @@ def cases(tmp: Path) -> dict[str, dict[str, Any]]:
         "worker": {"role": "worker", "worker_address": "0.0.0.0"},
         "ipv6": {"listen_address": "::1", "server_names": ["localhost", "::1"]},
         "prefix": {"prefix": "/dashboards", "ops": {"server_names": ["ops.example.org"]}},
+        "sizing": {
+            "min_workers": 0,
+            "max_workers": 3,
+            "pools": {"steady": {"apps": ["streaming"], "workers": 2, "recycle": {"max_age_h": 24}}},
+        },
     }
 
 

@@ -147,3 +147,40 @@ def test_a_rolling_update_keeps_a_worker_serving_and_a_drain_takes_one_pod_at_a_
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["workers"]
     grace = int(compose["stop_grace_period"].rstrip("s"))
     assert pod("workers")["terminationGracePeriodSeconds"] == grace, "the same time to drain as in compose"
+
+
+def docs_yaml(kind_or_key: str) -> dict:
+    """The YAML block of docs/kubernetes.md that is a `kind_or_key` (a kind, or its top-level key)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "kubernetes.md").read_text(), flags=re.S)
+    [found] = [d for d in map(yaml.safe_load, blocks) if d.get("kind") == kind_or_key or kind_or_key in d]
+    return found
+
+
+def test_the_workers_autoscaler_sizes_their_pods_by_connected_sessions_as_a_pool_sizes_itself():
+    component = yaml.safe_load((BASE / "autoscaling" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component", "an overlay opts in: without the metric, an autoscaler would not scale"
+    [hpa] = [yaml.safe_load((BASE / "autoscaling" / name).read_text()) for name in component["resources"]]
+    kubernetes_validate.validate(hpa, kubernetes_validate.latest_version(), strict=True)
+    target = hpa["spec"]["scaleTargetRef"]
+    deployment = resource(target["kind"], target["name"])
+    [patch] = component["patches"]
+    assert patch["target"] == {"kind": target["kind"], "name": target["name"]}
+    assert yaml.safe_load(patch["patch"]) == [{"op": "remove", "path": "/spec/replicas"}]
+    assert "replicas" in deployment["spec"], "the autoscaler, not an apply, sets the replicas"
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"], "a drained pod's tabs have somewhere to go"
+
+    # As on one host: sessions_per_worker for each of a pod's workers, idle_timeout_s before a pod goes.
+    workers = settings_of("workers")
+    [metric] = hpa["spec"]["metrics"]
+    assert float(metric["pods"]["target"]["averageValue"]) == workers.sessions_per_worker * len(workers.worker_ports)
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == workers.idle_timeout_s
+
+    # The metric, as documented: Prometheus scrapes each worker of a pod, the Prometheus Adapter sums by pod.
+    monitor = docs_yaml("PodMonitor")
+    ports = {p["name"] for p in pod("workers")["containers"][0]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} == ports
+    assert {e["path"] for e in monitor["spec"]["podMetricsEndpoints"]} == {"/_bokeh_stack/metrics"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["selector"]["matchLabels"].items()
+    [rule] = docs_yaml("rules")["rules"]
+    assert rule["name"]["as"] == metric["pods"]["metric"]["name"]
+    assert 'bokeh_stack_sessions{state="connected",' in rule["metricsQuery"], "the workers' own series"

@@ -169,7 +169,8 @@ def test_a_hung_worker_is_restarted_by_the_watchdog(stacks, tmp_path):
     assert restarted_after < 30
     assert back.pid != victim.pid
     assert stream.failures == [], stream.failures[:3]
-    assert "restarting" in (stack.settings.log_dir / f"bokeh_default_watchdog_{victim.port}.log").read_text()
+    said = (stack.settings.log_dir / "bokeh_stack_watchdog.log").read_text()
+    assert f"bokeh_default:{victim.name} did not answer" in said and "restarting it" in said
 
 
 # --- 3. Bad input -----------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_roles_balancer_and_worker(tmp_path):
     worker_host = RunPlan(changed(layout.settings, role="worker", user="nobody"))
     rendering.render_checked(worker_host)
     programs = supervisord_programs(worker_host)
-    assert set(programs) == {"bokeh_default", "bokeh_default_watchdog", "bokeh_stack_restarts"}
+    assert set(programs) == {"bokeh_default", "bokeh_stack_watchdog", "bokeh_stack_restarts"}
     assert "\nuser=nobody\n" in worker_host.supervisord_conf.read_text()
 
 
@@ -103,15 +103,15 @@ def test_supervisord_runs_one_process_per_worker_port(tmp_path):
     layout = rendered(tmp_path, workers=3, pools={"heavy": {"apps": ["streaming"], "workers": 2}})
     programs = supervisord_programs(layout)
     assert set(programs) == {
-        "bokeh_default", "bokeh_heavy", "nginx", "bokeh_default_watchdog", "bokeh_heavy_watchdog", "bokeh_stack_ops",
-        "bokeh_stack_restarts",
+        "bokeh_default", "bokeh_heavy", "nginx", "bokeh_stack_watchdog", "bokeh_stack_ops", "bokeh_stack_restarts",
     }  # fmt: skip
+    # One watchdog probes every worker's socket, each restarted by its own supervisord name.
+    [watchdog] = programs["bokeh_stack_watchdog"]
+    socket = layout.sockets_dir / "{}.sock"
+    watched = [f"{pool.program}:{pool.program}_{port}=unix:{socket}".format(port)
+               for pool in layout.settings.pools for port in pool.ports]  # fmt: skip
+    assert shlex.split(watchdog.command)[-len(watched) - 2 :] == ["5", "/", *watched]  # as supervisord splits it
     for pool in layout.settings.pools:
-        # Each worker has its own watchdog, probing that worker's socket and restarting only that worker.
-        socket = layout.sockets_dir / "{}.sock"
-        for watchdog, port in zip(programs[f"{pool.program}_watchdog"], pool.ports, strict=True):
-            command = shlex.split(watchdog.command)  # as supervisord splits it
-            assert command[-4:] == ["5", f"{pool.program}:{pool.program}_{port}", f"unix:{socket}".format(port), "/"]
         processes = programs[pool.program]
         assert [p.name for p in processes] == [f"{pool.program}_{port}" for port in pool.ports]
         for process, port in zip(processes, pool.ports, strict=True):

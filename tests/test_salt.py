@@ -149,6 +149,8 @@ def start_host(engine, tmp: Path, pillar: dict, port: int | None = None, network
 def host(engine, host_image, tmp_path_factory, wheel):
     port = free_ports(1)
     settings = {"server_names": ["127.0.0.1"], "public_origins": [f"127.0.0.1:{port}"], "workers": 2}
+    # A pool that may grow to 3 (docs/pools.md): its 2 workers are started by the pools program, under Salt too.
+    settings.update(max_workers=3, idle_timeout_s=3600)
     host = start_host(engine, tmp_path_factory.mktemp("single"), {"settings": settings}, port=port)
     try:
         yield host

@@ -195,7 +195,8 @@ def test_bad_pools_get_clear_errors(tmp_path):
         },
     )
     assert "pools.two.workers must be a whole number of at least 1, got 0" in found
-    assert "unknown setting 'pools.Bad-Name.wrkers' in the command line (a pool has apps, workers, base_port)" in found
+    keys = "apps, workers, min_workers, max_workers, sessions_per_worker, idle_timeout_s, recycle, base_port"
+    assert f"unknown setting 'pools.Bad-Name.wrkers' in the command line (a pool has {keys})" in found
     # Each value first; then, once every value is good, how the pools fit the apps and each other.
     found = problems(environ={}, overrides={"apps_dir": str(apps), "pools": {"one": {"apps": ["a", "zzz"]}}})
     assert found == ["pools.one.apps: no app 'zzz' in apps_dir (apps: a, b)"]

@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     sup.add_argument("--daemon", action="store_true", help="supervisord goes to the background")
     command("redis", cmd_redis, "render redis-server's config, then become redis-server (the redis container)")
     command("stop", cmd_stop, "stop the running stack: every worker (draining) and nginx, then supervisord")
+    scale = command("scale", cmd_scale, "hold a pool that sizes itself at N workers now, or let it size itself (auto)")
+    scale.add_argument("pool", help="the pool's name (`default` for the default pool)")
+    scale.add_argument("count", type=_count, metavar="N|auto", help="workers, within the pool's bounds; or auto")
     logs = command("logs", cmd_logs, "show the logs: every one, nginx's, or one worker's (its name or port)")
     logs.add_argument("name", nargs="?", metavar="WORKER|nginx", help="e.g. bokeh_default_5100, 5100 or nginx")
     logs.add_argument("-f", "--follow", action="store_true", help="go on showing what is written")
@@ -223,7 +226,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     plan = _plan(args)
     settings = plan.settings
-    pools, workers = len(settings.pools), len(settings.worker_ports)
+    pools, workers = len(settings.pools), " + ".join(pool.bounds() for pool in settings.pools)
     print(f"settings: ok ({len(settings.apps)} apps in {pools} pool(s), {workers} workers)")
     privileges.check(plan, lambda line: print(f"bokeh-stack: {line}"))
     failed = 0
@@ -289,6 +292,39 @@ def cmd_redis(args: argparse.Namespace) -> int:
     argv = [plan.python, "-m", topology.MODULES["redis"], str(conf), str(plan.redis_dir)]
     sys.stdout.flush()
     os.execve(argv[0], argv + ([password_file] if password_file else []), env)
+
+
+def _count(text: str) -> str:
+    if text != "auto" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers, or auto")
+    return text
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bokeh_stack.daemons import little_http, pools
+
+    plan = RunPlan(_settings(args))
+    pool = next((p for p in plan.settings.pools if p.name == args.pool), None)
+    if pool is None:
+        raise StackError(f"no pool {args.pool!r}: the pools are {', '.join(p.name for p in plan.settings.pools)}")
+    if not pool.sizes_itself:
+        raise StackError(
+            f"pool {pool.name} has a fixed size (workers: {pool.workers}): give it min_workers or max_workers in "
+            f"the settings to let it change"
+        )
+    if supervision.supervisord_running(plan.socket) is None:
+        raise StackError(_not_running(plan))
+    target = f"/scale/{pool.name}/{args.count}"
+    try:
+        code, said = asyncio.run(little_http.request(str(plan.pools_control), "POST", target, pools.SCALE_TIMEOUT_S))
+    except (OSError, TimeoutError) as e:
+        raise StackError(f"the pools program does not answer on {plan.pools_control}: {e}") from e
+    if code != 200:
+        raise StackError(said)
+    print(f"bokeh-stack: {said}")
+    return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

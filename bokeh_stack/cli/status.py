@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bokeh_stack.config import topology
-from bokeh_stack.config.handoff import restart_counts
+from bokeh_stack.config.handoff import read_pools_state, restart_counts
 from bokeh_stack.config.limits import RESUME_OUTCOMES
 from bokeh_stack.config.plan import RunPlan
 from bokeh_stack.provisioning import runner, supervision
@@ -85,16 +85,37 @@ def gather(plan: RunPlan) -> dict[str, Any]:
         "resumes": {o: sum((r.resumes or {}).get(o, 0) for r in rows) for o in RESUME_OUTCOMES},
     }
     services = {name: {"state": state, "pid": pid} for name, (state, pid) in supervision.services(plan).items()}
+    supervisord_pid = supervision.supervisord_running(plan.socket)
     result = {
-        "supervisord_pid": supervision.supervisord_running(plan.socket),
+        "supervisord_pid": supervisord_pid,
         "supervisord_conf": str(plan.supervisord_conf),
         "workers": [asdict(r) for r in rows],
         "totals": totals,
+        "pools": pools(plan, rows, supervisord_pid or 0),
         "services": services,
     }
     if plan.with_nginx:
         result["ops"] = runner.ops_url(plan.settings)
     return result
+
+
+def pools(plan: RunPlan, rows: list[WorkerStatus], supervisord_pid: int) -> dict[str, dict[str, Any]]:
+    """Each pool: its bounds, its workers serving, its target; of a pool the pools program runs, its recycles and
+    its last steps (time, what, why) too."""
+    states = read_pools_state(plan.pools_state, supervisord_pid)
+    found = {}
+    for pool in plan.settings.pools:
+        state = states.get(pool.name)
+        serving = state.serving if state else [r.port for r in rows if r.pool == pool.name and r.state == "RUNNING"]
+        found[pool.name] = {
+            "bounds": pool.bounds(),
+            "serving": len(serving),
+            "target": state.target if state else pool.workers,
+            "pinned": bool(state and state.pinned),
+            "recycles": state.recycles if state else {},
+            "events": state.events if state else [],
+        }
+    return found
 
 
 def table(status: dict[str, Any]) -> str:
@@ -120,6 +141,12 @@ def table(status: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"supervisord pid {status['supervisord_pid']}, {status['supervisord_conf']}"]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for name, pool in status["pools"].items():
+        pinned = ", pinned" if pool["pinned"] else ""
+        lines.append(f"pool {name}: {pool['serving']} serving ({pool['bounds']}, target {pool['target']}{pinned})")
+        recycled = ", ".join(f"{n} for {reason}" for reason, n in pool["recycles"].items() if n)
+        lines += [f"  recycled: {recycled}"] if recycled else []
+        lines += [f"  {time.strftime('%H:%M:%S', time.localtime(at))} {text}" for at, text in pool["events"][-3:]]
     if status["services"]:
         lines.append("  ".join(f"{name} {s['state']}" for name, s in sorted(status["services"].items())))
     if "ops" in status:

@@ -262,7 +262,26 @@ class Redis(Group):
     )
 
 
+class Recycle(Group):
+    """Limits past which a worker is replaced (daemons/pools.py): a new one first, then the old one drained."""
+
+    max_rss_mb: ZeroOrPositive = Field(
+        0, description="A worker whose resident memory passes this (MB) is replaced. 0: no limit."
+    )
+    max_age_h: ZeroOrPositive = Field(0, description="A worker older than this (hours) is replaced. 0: no limit.")
+    max_sessions: ZeroOrPositive = Field(
+        0, description="A worker that has made this many sessions is replaced (needs ops.metrics). 0: no limit."
+    )
+
+
 class PoolSpec(Group):
     apps: AppNames = Field(description=("The apps this pool serves (no other pool serves them)."))
-    workers: PoolWorkers = Field(1, description="The pool's workers.")
+    workers: PoolWorkers = Field(1, description="The pool's workers: a fixed size, unless min_workers or max_workers.")
+    min_workers: ZeroOrPositive | None = Field(None, description="The fewest it runs; null: workers.")
+    max_workers: Positive | None = Field(None, description="The most it runs; null: workers.")
+    sessions_per_worker: Positive | None = Field(None, description="null: the top-level sessions_per_worker.")
+    idle_timeout_s: Positive | None = Field(None, description="null: the top-level idle_timeout_s.")
+    recycle: Recycle | None = Field(
+        None, description="Its own limits, each one given replacing the top-level recycle's; null: those."
+    )
     base_port: Port | None = Field(None, description="Its first port; none: the next free range.")

@@ -36,3 +36,7 @@ SCRAPE_TIMEOUT_S = 0.8
 # What became of a session a tab reconnected to on a worker that did not have it (bokeh_stack/resume/): the label
 # values of bokeh_stack_sessions_resumed_total, which the workers count and status and /ops show in this order.
 RESUME_OUTCOMES = ("resumed", "fresh", "failed")
+
+# Why a worker was replaced (settings recycle): the label values of bokeh_stack_worker_recycles_total, which the
+# pools program counts (daemons/sizing.py decides) and the ops process exports.
+RECYCLE_REASONS = ("rss", "age", "sessions")

@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, StrictBool
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bokeh_stack.config.groups import Auth, Group, Nginx, Ops, PoolSpec, Redis, Session, Tls, Watchdog
+from bokeh_stack.config.groups import Auth, Group, Nginx, Ops, PoolSpec, Recycle, Redis, Session, Tls, Watchdog
 from bokeh_stack.config.values import (
     Address,
     FixMismatch,
@@ -26,6 +26,7 @@ from bokeh_stack.config.values import (
     Networks,
     Origins,
     Port,
+    Positive,
     Prefix,
     Role,
     SafePath,
@@ -155,6 +156,31 @@ class Settings(BaseSettings):
     )
     workers: Workers = Field(
         2, description="Workers of the default pool, which serves every app not assigned to another pool."
+    )
+    min_workers: ZeroOrPositive | None = Field(
+        None,
+        description=(
+            "A pool sizes itself when min_workers or max_workers differ from workers (one host, role all): it adds a "
+            "worker while its connected sessions per worker pass sessions_per_worker, up to max_workers, and removes "
+            "one, drained, after idle_timeout_s below that, down to min_workers. 0: an app nobody uses holds no "
+            "worker; its next visitor's page waits while one starts. null: workers. These four are the default "
+            "pool's; each pool may set its own."
+        ),
+    )
+    max_workers: Positive | None = Field(None, description="The most workers the default pool runs. null: workers.")
+    sessions_per_worker: Positive = Field(
+        50, description="Connected sessions (open tabs) per worker past which a pool that sizes itself adds one."
+    )
+    idle_timeout_s: Positive = Field(
+        300, description="How long a pool stays below sessions_per_worker with a worker to spare before it drops it."
+    )
+    recycle: Recycle = Field(
+        default_factory=Recycle,
+        description=(
+            "Workers past any of these limits are replaced, one worker of a pool at a time: a new worker starts, "
+            "then the old one stops taking page views and closes its tabs' websockets; the tabs reconnect to the "
+            "others (as their users left them: session.store). Every pool's, unless it sets its own."
+        ),
     )
     pools: dict[str, PoolSpec] = Field(
         default_factory=dict,

@@ -75,6 +75,11 @@ class RunPlan:
         """redis-server runs here for the workers' session records (settings redis.run)."""
         return self.settings.redis.run
 
+    @property
+    def with_pools(self) -> bool:
+        """The pools program runs here: a pool sizes itself or recycles its workers (one host, role all)."""
+        return self.with_nginx and self.with_workers and any(pool.managed for pool in self.settings.pools)
+
     # Who runs it. Only root can name users. Started by another user, everything runs as that user; started as
     # root, the workers and nginx's worker processes run as `user` (SERVICE_USER unless set), supervisord and
     # nginx's master as root.
@@ -207,6 +212,36 @@ class RunPlan:
         store = self.settings.session.store
         return None if store == "off" else store or str(self.sessions_dir)
 
+    def pool_members(self, pool: Pool) -> Path:
+        """The `server` lines of a pool that changes as it runs, which nginx includes in its upstream and the pools
+        program rewrites (then reloads nginx)."""
+        return self.conf_dir / f"{pool.program}.servers"
+
+    @property
+    def pools_file(self) -> Path:
+        """The pools, their bounds and their workers' places, for the pools program (rendered from the settings)."""
+        return self.run_dir / "pools.json"
+
+    @property
+    def pools_state(self) -> Path:
+        """What the pools program says of each pool (its workers, its target, its last steps): status and the ops
+        process read it."""
+        return self.run_dir / "pools-state.json"
+
+    @property
+    def pools_dir(self) -> Path:
+        """The pools program's waiting room: nginx sends a pool with no worker there (wake_socket)."""
+        return self.run_dir / "pools"
+
+    @property
+    def wake_socket(self) -> Path:
+        return self.pools_dir / "wake.sock"
+
+    @property
+    def pools_control(self) -> Path:
+        """The pools program's control socket (`bokeh-stack scale`): its user's alone."""
+        return self.run_dir / "pools.sock"
+
     @property
     def ops_socket(self) -> Path:
         """The ops process (bokeh_stack/daemons/ops.py) listens here; nginx's ops listener is its only way in."""
@@ -292,6 +327,6 @@ class RunPlan:
             "sockets_dir", "conf_dir", "nginx_conf", "nginx_site_conf", "nginx_pid", "html_dir", "nginx_error_log",
             "access_log", "sessions_dir", "ops_dir", "ops_socket", "ops_file", "signin_dir", "signin_socket",
             "signin_file", "users_file", "signin_key_file", "revoked_file", "restarts_file", "prometheus_config",
-            "redis_conf", "redis_dir",
+            "redis_conf", "redis_dir", "pools_file", "pools_state", "pools_dir", "wake_socket", "pools_control",
         ]  # fmt: skip
         return {name: str(getattr(self, name)) for name in names}

@@ -31,7 +31,7 @@ MODULES = {
     "worker": "bokeh_stack.worker",
     **{
         name: f"{DAEMONS}.{name}"
-        for name in ("watchdog", "restarts", "ops", "signin", "upstreams", "container", "app_check", "redis")
+        for name in ("watchdog", "restarts", "ops", "signin", "upstreams", "container", "app_check", "redis", "pools")
     },
 }
 NGINX = "nginx"
@@ -40,6 +40,8 @@ SIGNIN = "bokeh_stack_signin"
 UPSTREAMS = "bokeh_stack_upstreams"
 RESTARTS = "bokeh_stack_restarts"
 REDIS = "bokeh_stack_redis"
+WATCHDOG = "bokeh_stack_watchdog"
+POOLS = "bokeh_stack_pools"
 # nginx's upstream that probes any worker (/healthz); each pool's is `<program>_probe`.
 PROBE = "bokeh_stack_probe"
 # nginx checks that an /ops dashboard's websocket comes from the page's own origin, then says so with this Origin.
@@ -61,10 +63,6 @@ def worker_port(process: str) -> int | None:
     """The port in a worker's process name (None: not a worker's name)."""
     _, _, port = process.rpartition("_")
     return int(port) if port.isdigit() else None
-
-
-def watchdog_program(program: str) -> str:
-    return f"{program}_watchdog"
 
 
 def probe_upstream(program: str) -> str:
@@ -247,12 +245,23 @@ def worker_endpoint(plan: RunPlan, port: int | str) -> Endpoint:
     return Endpoint(local_address(plan.settings.worker_address), port)  # type: ignore[arg-type]
 
 
-def upstream_servers(plan: RunPlan, pool: Pool) -> list[str]:
-    """nginx's servers of a pool's upstream: each worker on each worker host."""
+def upstream_servers(plan: RunPlan, pool: Pool, ports: Iterable[int] | None = None) -> list[str]:
+    """nginx's servers of a pool's upstream: each worker (those at `ports`; None: those it starts with) on each
+    worker host."""
     s = plan.settings
+    ports = pool.start_ports if ports is None else ports
     if s.worker_sockets:
-        return [str(worker_endpoint(plan, port)) for port in pool.ports]
-    return [host_port(host, port) for host in s.worker_hosts for port in pool.ports]
+        return [str(worker_endpoint(plan, port)) for port in ports]
+    return [host_port(host, port) for host in s.worker_hosts for port in ports]
+
+
+def upstream_members(servers: Iterable[str]) -> str:
+    """The `server` lines of a pool's upstream, nginx's probes' and the pools program's (which rewrites them as
+    the pool changes). No failure accounting (max_fails=0): a worker that is down refuses at once and nginx tries
+    the next one (proxy_next_upstream), and a restarted worker gets its sessions back the moment it listens. With
+    max_fails=1, a burst of reconnecting tabs after a worker restart got "no live upstreams" (502) from the hash
+    upstream."""
+    return "".join(f"    server {server} max_fails=0;\n" for server in servers)
 
 
 def upstream_names(s: Settings) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from bokeh_stack.config.limits import SCRAPE_TIMEOUT_S
+from bokeh_stack.config.handoff import PoolState
+from bokeh_stack.config.limits import RECYCLE_REASONS, SCRAPE_TIMEOUT_S
 from bokeh_stack.config.topology import Endpoint, Target, resolve_targets
 
 # stub_status's page; Prometheus' nginx exporter names (nginx/nginx-prometheus-exporter), so its dashboards fit.
@@ -71,11 +72,43 @@ def _parse_stub_status(body: str | None) -> dict[str, int] | None:
     return dict(zip(keys, map(int, match.groups()), strict=True))
 
 
+def serving(targets: Iterable[Target], states: Mapping[str, PoolState]) -> list[Target]:
+    """The workers to look at: of a pool the pools program runs, those it says serve (its other places hold no
+    worker, which is no worker down); every other worker."""
+    return [t for t in targets if t.pool not in states or t.port in states[t.pool].serving]
+
+
+def pool_families(
+    bounds: Mapping[str, tuple[int, int]], found: Scrape, states: Mapping[str, PoolState]
+) -> list[Metric]:
+    """Each pool's serving workers, its target and its recycles."""
+    workers = GaugeMetricFamily(
+        "bokeh_stack_pool_workers", "Workers of the pool serving (in nginx's upstream, answering)", labels=["pool"]
+    )
+    target = GaugeMetricFamily(
+        "bokeh_stack_pool_target_workers",
+        "Workers the pool aims at: its size, or what its connected sessions need within its bounds (or an operator's)",
+        labels=["pool"],
+    )
+    recycles = CounterMetricFamily(
+        "bokeh_stack_worker_recycles", "Workers replaced past a recycle limit, by reason", labels=["pool", "reason"]
+    )
+    for name, (lowest, _) in bounds.items():
+        up = sum(1 for t, families in found.workers.items() if t.pool == name and families is not None)
+        state = states.get(name)
+        workers.add_metric([name], up)
+        target.add_metric([name], state.target if state else lowest)
+        for reason in RECYCLE_REASONS:
+            recycles.add_metric([name, reason], state.recycles.get(reason, 0) if state else 0)
+    return [workers, target, recycles]
+
+
 class FleetCollector:
     """A scrape as a prometheus_client collector: generate_latest(FleetCollector(scrape)) is /metrics."""
 
-    def __init__(self, found: Scrape) -> None:
+    def __init__(self, found: Scrape, more: Iterable[Metric] = ()) -> None:
         self.found = found
+        self.more = list(more)
 
     def collect(self) -> Iterable[Metric]:
         merged: dict[str, Metric] = {}
@@ -96,6 +129,7 @@ class FleetCollector:
                     into.add_sample(sample.name, labels, sample.value)
         yield up
         yield took
+        yield from self.more
         yield from merged.values()
         yield from _nginx_families(self.found.nginx)
 

@@ -10,6 +10,8 @@ metrics: watching the fleet creates no session on it.
 
 from __future__ import annotations
 
+import html
+import os
 import sys
 import time
 from collections import deque
@@ -19,7 +21,7 @@ from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from bokeh_stack.config.handoff import OpsConfig
+from bokeh_stack.config.handoff import OpsConfig, PoolState, read_pools_state
 from bokeh_stack.config.limits import RESUME_OUTCOMES
 from bokeh_stack.config.topology import OPS_TRUSTED_ORIGIN, route
 from bokeh_stack.daemons import fleet
@@ -45,6 +47,7 @@ class Sample:
     t_ms: float
     workers: dict[str, dict[str, Any]]
     nginx_rps: float | None
+    pools: dict[str, PoolState] = field(default_factory=dict)  # of the pools program's pools
 
 
 @dataclass
@@ -57,7 +60,9 @@ class History:
     _last_nginx: tuple[float, int] | None = None
 
     async def sample(self) -> Sample:
-        found = await fleet.scrape(self.config.targets, self.config.metrics_path, self.config.nginx_status_at)
+        pools = read_pools_state(self.config.pools_state, os.getppid())
+        targets = fleet.serving(self.config.targets, pools)
+        found = await fleet.scrape(targets, self.config.metrics_path, self.config.nginx_status_at)
         summaries = {w.worker: w for w in fleet.summarize(found)}
         window = list(self._summaries)[-BUILD_WINDOW_SAMPLES:]
         workers = {}
@@ -86,7 +91,7 @@ class History:
             if self._last_nginx and now[0] > self._last_nginx[0] and now[1] >= self._last_nginx[1]:
                 rps = (now[1] - self._last_nginx[1]) / (now[0] - self._last_nginx[0])
             self._last_nginx = now
-        row = Sample(found.at * 1000, workers, rps)
+        row = Sample(found.at * 1000, workers, rps, pools)
         for kept, item in ((self.samples, row), (self._summaries, summaries)):
             kept.append(item)
             while len(kept) > self.config.history:
@@ -146,11 +151,12 @@ def dashboard(history: History):
         ]  # fmt: skip
         heading = Div(text="<h2>bokeh-stack: the fleet</h2>", sizing_mode="stretch_width")
         status = Div(text="waiting for the first sample", sizing_mode="stretch_width")
+        pools = Div(text="", sizing_mode="stretch_width", name="ops_pools")
         grid = gridplot(plots, ncols=2, sizing_mode="stretch_width")
         workers_table = DataTable(
             source=table, columns=columns, height=40 + 26 * min(len(workers), 12), sizing_mode="stretch_width"
         )
-        doc.add_root(column(heading, status, workers_table, grid, sizing_mode="stretch_width"))
+        doc.add_root(column(heading, status, pools, workers_table, grid, sizing_mode="stretch_width"))
         doc.title = "bokeh-stack ops"
         shown = {"t": 0.0}
 
@@ -177,11 +183,27 @@ def dashboard(history: History):
             sessions = sum(r["connected"] for r in last.workers.values())
             when = time.strftime("%H:%M:%S", time.localtime(last.t_ms / 1000))
             status.text = f"{up}/{len(last.workers)} workers up, {sessions} connected sessions, at {when}"
+            pools.text = _pools_html(last.pools)
 
         update()
         doc.add_periodic_callback(update, int(history.config.interval_s * 1000))
 
     return make
+
+
+def _pools_html(pools: dict[str, PoolState]) -> str:
+    """Each pool the pools program runs: its workers, its target and its last steps."""
+    items = []
+    for name, p in sorted(pools.items()):
+        steps = "".join(f"<li>{_clock(at)} {html.escape(text)}</li>" for at, text in p.events[-3:])
+        pinned = ", pinned" if p.pinned else ""
+        head = f"<b>pool {html.escape(name)}</b>: {len(p.serving)} serving ({p.bounds}, target {p.target}{pinned})"
+        items.append(f"<li>{head}<ul>{steps}</ul></li>")
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _table(rows) -> dict[str, list]:
@@ -204,10 +226,13 @@ def serve(config: OpsConfig) -> None:
 
     class MetricsHandler(RequestHandler):
         async def get(self) -> None:
-            found = await fleet.scrape(config.targets, config.metrics_path, config.nginx_status_at)
+            pools = read_pools_state(config.pools_state, os.getppid())
+            targets = fleet.serving(config.targets, pools)
+            found = await fleet.scrape(targets, config.metrics_path, config.nginx_status_at)
             self.set_header("Content-Type", CONTENT_TYPE_LATEST)
             self.set_header("Cache-Control", "no-store")
-            self.write(generate_latest(fleet.FleetCollector(found)))
+            more = fleet.pool_families(config.pools, found, pools)
+            self.write(generate_latest(fleet.FleetCollector(found, more)))
 
     Path(config.socket).unlink(missing_ok=True)  # left by an ops process that was killed
     server = Server(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from bokeh_stack.config import topology
 from bokeh_stack.config.plan import RunPlan
 from bokeh_stack.config.pools import Pool
-from bokeh_stack.config.topology import NGINX, OPS, SIGNIN
+from bokeh_stack.config.topology import NGINX, OPS, POOLS, SIGNIN
 from bokeh_stack.provisioning import privileges, supervision
 from bokeh_stack.provisioning.render import render_checked
 
@@ -70,7 +70,7 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
         # nginx asks it about every page once reloaded: it must listen first.
         wait_for_socket(plan.signin_socket, READY_TIMEOUT_S, "the sign-in process")
 
-    nginx_confs = {plan.nginx_conf, plan.nginx_site_conf}
+    nginx_confs = {plan.nginx_conf, plan.nginx_site_conf, *(plan.pool_members(p) for p in plan.settings.pools)}
     if plan.with_nginx and changed & nginx_confs and NGINX not in replaced:
         sup.signalProcess(NGINX, "HUP")
         act("reloaded nginx")
@@ -83,6 +83,12 @@ def apply(plan: RunPlan, restart_all: bool = False, log: Callable[[str], None] =
         sup.stopProcess(OPS)
         sup.startProcess(OPS)
         act("restarted the ops process with the new workers to scrape")
+    managed = {pool.program for pool in plan.settings.pools if pool.managed}
+    if plan.with_pools and POOLS not in replaced and (plan.pools_file in changed or managed & replaced):
+        # It starts the workers of a pool whose program was replaced (theirs do not start by themselves).
+        sup.stopProcess(POOLS)
+        sup.startProcess(POOLS)
+        act("restarted the pools program with the new pools")
 
     if plan.with_workers:
         for pool in plan.settings.pools:
@@ -127,10 +133,12 @@ def _why(old: str, new: str) -> str:
 
 
 def rolling_restart(plan: RunPlan, pool: Pool, act: Callable[[str], None], why: str) -> None:
-    """Restart a pool's workers one at a time; each must answer its probe before the next one stops."""
+    """Restart a pool's workers one at a time; each must answer its probe before the next one stops. Of a pool
+    that changes as it runs, those running now."""
     sup = supervision.rpc(plan.socket).supervisor
     s = plan.settings
-    for port in pool.ports:
+    running = {w.port for w in supervision.workers(plan) if w.pool == pool.name}
+    for port in [p for p in pool.ports if p in running] if pool.managed else pool.ports:
         process = topology.worker_process(pool.program, port)
         sup.stopProcess(f"{pool.program}:{process}")
         sup.startProcess(f"{pool.program}:{process}", False)  # not waiting for RUNNING: the probe says when it serves

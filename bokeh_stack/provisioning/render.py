@@ -19,8 +19,9 @@ from bokeh_stack import __version__, identity
 from bokeh_stack.config import limits, topology
 from bokeh_stack.config.expect import Expect, unmet
 from bokeh_stack.config.files import write_atomically
-from bokeh_stack.config.handoff import OpsConfig, SigninConfig
+from bokeh_stack.config.handoff import ManagedPool, OpsConfig, PoolsConfig, SigninConfig
 from bokeh_stack.config.plan import UNIX_PATH_MAX, RunPlan
+from bokeh_stack.config.pools import Pool
 from bokeh_stack.config.settings import Settings
 from bokeh_stack.config.topology import host_port
 from bokeh_stack.provisioning import privileges, static_files, supervision
@@ -30,6 +31,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The /ops dashboard samples the fleet this often and keeps this much.
 OPS_INTERVAL_S = 5
 OPS_HISTORY_S = 3600
+# A page held while its pool's first worker starts is answered this long before nginx's page timeout.
+HOLD_MARGIN_S = 5
 # The small "All apps" link nginx adds to every app page: out of the app's way, readable on any background.
 INDEX_LINK_STYLE = (
     "position:fixed;right:12px;bottom:12px;z-index:1000;padding:4px 10px;border-radius:12px;"
@@ -73,20 +76,27 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "name": pool.name,
             "program": pool.program,
             "probe": topology.probe_upstream(pool.program),
-            "watchdog": topology.watchdog_program(pool.program),
             "apps": pool.apps,
             "sources": [s.sources[app] for app in pool.apps],
-            "workers": pool.workers,
+            "slots": pool.slots,
+            "bounds": pool.bounds(),
+            "managed": pool.managed,
             "base_port": pool.base_port,
             "args_file": plan.args_file(pool),
             "digests": {app: apps[app]["digest"] for app in pool.apps},
-            "servers": topology.upstream_servers(plan, pool),
-            # A worker's own endpoint, for its arguments file ({port}) and its watchdog (supervisord's process
-            # number: the port).
+            # Its upstream's servers: the lines themselves, or the file the pools program keeps them in.
+            "members": f'    include "{plan.pool_members(pool)}";\n'
+            if pool.managed
+            else topology.upstream_members(topology.upstream_servers(plan, pool)),
+            "servers": topology.upstream_servers(plan, pool, pool.ports),
+            # A worker's own endpoint, for its arguments file ({port}).
             "socket": topology.worker_endpoint(plan, "{port}").socket,
-            "process": topology.worker_process(pool.program, topology.SUPERVISOR_PORT),
             "process_at_port": topology.worker_process(pool.program, "{port}"),
-            "watchdog_endpoint": str(topology.worker_endpoint(plan, topology.SUPERVISOR_PORT)),
+            # Every worker the watchdog probes: supervisord's group:name, and its endpoint.
+            "watched": [
+                (f"{pool.program}:{topology.worker_process(pool.program, port)}", topology.worker_endpoint(plan, port))
+                for port in pool.ports
+            ],
         }
         for pool in s.pools
     ]
@@ -102,6 +112,8 @@ def context(plan: RunPlan) -> dict[str, Any]:
             "upstreams": topology.UPSTREAMS,
             "restarts": topology.RESTARTS,
             "redis": topology.REDIS,
+            "watchdog": topology.WATCHDOG,
+            "pools": topology.POOLS,
             "nginx": topology.NGINX,
             "probe": topology.PROBE,
         },
@@ -157,7 +169,62 @@ def ops_config(plan: RunPlan) -> OpsConfig:
         nginx_status=(ops.host, ops.port, topology.route("nginx_status")),
         interval_s=OPS_INTERVAL_S,
         history=OPS_HISTORY_S // OPS_INTERVAL_S,
+        pools={pool.name: (pool.min_workers, pool.max_workers) for pool in s.pools},
+        pools_state=str(plan.pools_state) if plan.with_pools else "",
     )
+
+
+def pools_config(plan: RunPlan) -> PoolsConfig:
+    s = plan.settings
+    managed = [pool for pool in s.pools if pool.managed]
+    return PoolsConfig(
+        supervisor_socket=str(plan.socket),
+        control_socket=str(plan.pools_control),
+        wake_socket=str(plan.wake_socket),
+        wake_server=_wake_server(plan),
+        state_file=str(plan.pools_state),
+        probe_path=f"{s.prefix}/",
+        metrics_path=topology.route("worker_metrics", s.prefix),
+        hold_s=max(1.0, s.nginx.page_timeout_s - HOLD_MARGIN_S),
+        pools=tuple(
+            ManagedPool(
+                name=pool.name,
+                program=pool.program,
+                apps=pool.apps,
+                min_workers=pool.min_workers,
+                max_workers=pool.max_workers,
+                sessions_per_worker=pool.sessions_per_worker,
+                idle_timeout_s=pool.idle_timeout_s,
+                recycle=dataclasses.asdict(pool.recycle),
+                slots=tuple(
+                    (port, str(topology.worker_endpoint(plan, port)), topology.upstream_servers(plan, pool, [port])[0])
+                    for port in pool.ports
+                ),
+                members_file=str(plan.pool_members(pool)),
+            )
+            for pool in managed
+        ),
+    )
+
+
+def _wake_server(plan: RunPlan) -> str:
+    """The pools program's waiting room, as nginx's `server` for a pool with no worker."""
+    return str(topology.Endpoint(socket=str(plan.wake_socket)))
+
+
+def pool_members(plan: RunPlan, pool: Pool) -> str:
+    """A managed pool's upstream servers: as the pools program last wrote them, while they name its workers (or
+    its waiting room); else the workers it starts with (or the waiting room, when that is none)."""
+    wake = topology.upstream_members([_wake_server(plan)])
+    allowed = {topology.upstream_members([server]) for server in topology.upstream_servers(plan, pool, pool.ports)}
+    try:
+        kept = plan.pool_members(pool).read_text()
+    except OSError:
+        kept = ""
+    lines = kept.splitlines(keepends=True)
+    if kept == wake or (lines and all(line in allowed for line in lines)):
+        return kept
+    return topology.upstream_members(topology.upstream_servers(plan, pool)) or wake
 
 
 def signin_config(plan: RunPlan, apps: list[dict[str, Any]]) -> SigninConfig:
@@ -243,6 +310,11 @@ def outputs(plan: RunPlan) -> dict[Path, str]:
         files[plan.ops_file] = ops_config(plan).text()
     if plan.with_signin:
         files[plan.signin_file] = signin_config(plan, ctx["apps"]).text()
+    if plan.with_pools:
+        files[plan.pools_file] = pools_config(plan).text()
+    for pool in plan.settings.pools:
+        if pool.managed:
+            files[plan.pool_members(pool)] = pool_members(plan, pool)
     args = env.get_template("supervisor/worker.args.j2")
     for pool in ctx["pools"]:
         files[pool["args_file"]] = args.render(ctx, pool=pool)
@@ -273,6 +345,8 @@ def render(plan: RunPlan, static: bool = True) -> list[Path]:
         privileges.private_dir(plan, plan.sessions_dir)
     if plan.with_redis:
         privileges.private_dir(plan, plan.redis_dir)
+    if plan.with_pools:
+        privileges.sockets_dir(plan, plan.pools_dir, plan.supervisord_user)
     if plan.with_nginx and static:
         static_files.build(bokeh_static_dir(), plan.static_tree)
     return [path for path, text in files.items() if _write(path, text)]

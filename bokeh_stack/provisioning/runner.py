@@ -59,7 +59,7 @@ def up(plan: RunPlan, detach: bool = False, dev: bool = False, verbose: bool = F
     write_record(settings)
     broken = BrokenApps(plan)  # runs each app once, while the workers start
     stop = StopSignal()
-    say(f"starting {len(settings.worker_ports)} workers and nginx (logs: {settings.log_dir})")
+    say(f"starting {sum(pool.workers for pool in settings.pools)} workers and nginx (logs: {settings.log_dir})")
     if detach:
         return _up_detached(plan, broken, stop)
     proc = supervision.start_supervisord(plan, silent=not verbose, validate_documents=dev)
@@ -164,7 +164,7 @@ def wait_ready(plan: RunPlan, alive: Callable[[], bool], stop: StopSignal) -> bo
     """Poll until every worker answers its probe and nginx's /healthz says 200, showing progress."""
     s = plan.settings
     deadline = time.monotonic() + READY_TIMEOUT_S
-    total, shown = len(s.worker_ports), set()
+    total, shown = sum(pool.workers for pool in s.pools), set()
     while time.monotonic() < deadline and not stop.requested:
         if not alive():
             print(f"bokeh-stack: supervisord exited; see {plan.process_log('supervisord')}", file=sys.stderr)

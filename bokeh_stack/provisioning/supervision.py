@@ -97,13 +97,14 @@ def _alive(pid: int) -> bool:
 
 
 def workers(plan: RunPlan) -> list[Worker]:
-    """Every worker process of the stack, as supervisord sees it, with a probe of each."""
+    """Every worker process of the stack, as supervisord sees it, with a probe of each; not the places a pool that
+    changes as it runs keeps for workers it does not run now."""
     s = plan.settings
     pools = {pool.program: pool for pool in s.pools}
     found = []
     for info in rpc(plan.socket).supervisor.getAllProcessInfo():
         pool = pools.get(info["group"])
-        if pool is None:
+        if pool is None or (pool.managed and info["statename"] == "STOPPED"):
             continue
         port = topology.worker_port(info["name"])
         running = info["statename"] in ("STARTING", "RUNNING")  # STARTING: up for less than startsecs
@@ -128,11 +129,10 @@ def workers(plan: RunPlan) -> list[Worker]:
 def services(plan: RunPlan) -> dict[str, tuple[str, int]]:
     """The stack's other processes (nginx, the ops process, the listeners): name -> (state, pid)."""
     pools = {pool.program for pool in plan.settings.pools}
-    watchdogs = {topology.watchdog_program(program) for program in pools}
     return {
         info["name"]: (info["statename"], info["pid"])
         for info in rpc(plan.socket).supervisor.getAllProcessInfo()
-        if info["group"] not in pools and info["group"] not in watchdogs
+        if info["group"] not in pools
     }
 
 
