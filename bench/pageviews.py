@@ -8,20 +8,32 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from bench.clients import BenchError, HTTPConnection, light_page_view
+from bench.clients import BenchError, HTTPConnection, ViewTiming, light_page_view
 from bench.setups import Setup
 from harness.stack import read_executions
 
 
 @dataclass
 class PageViewResult:
-    views: int  # completed
-    failed: int
+    views: int  # completed within the window
+    failed: int  # failed within the window
     per_s: float
     p50_ms: float
     p99_ms: float
     executions_per_view: float
     client_cpu: float  # the load generator's CPU seconds per wall second
+    # Page views that browsers were still waiting for when the window closed (a stalled worker finishes none), and the
+    # longest of those waits: 0 completed and 0 failed says nothing without them.
+    loading_at_end: int = 0
+    longest_wait_s: float = 0.0
+
+
+@dataclass
+class _Attempt:
+    began: float
+    ended: float | None = None  # None: still loading when the window closed
+    view: ViewTiming | None = None
+    error: str = ""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -32,49 +44,65 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-async def _drive(setup: Setup, seconds: float, warmup: float, concurrency: int, keep_alive: bool, cookie: str):
+async def _drive(
+    setup: Setup, seconds: float, warmup: float, concurrency: int, keep_alive: bool, cookie: str
+) -> tuple[list[_Attempt], float, float]:
+    """Browsers load pages back to back until the window closes; then the page views still loading are abandoned
+    (a stalled server would hold the bench for as long as it stalls). Returns every attempt and the window."""
     url = setup.url("/dashboard")
     start = time.monotonic()
     measure_from, deadline = start + warmup, start + warmup + seconds
-    timings, failures = [], []
+    attempts: list[_Attempt] = []
 
     async def browser() -> None:
         conn = HTTPConnection(url, keep_alive=keep_alive)
         try:
-            while time.monotonic() < deadline:
-                began = time.monotonic()
+            while True:
+                attempt = _Attempt(time.monotonic())
+                attempts.append(attempt)
                 try:
-                    view = await light_page_view(conn, url, setup.origin, cookie=cookie)
+                    attempt.view = await light_page_view(conn, url, setup.origin, cookie=cookie)
                 except (TimeoutError, BenchError, OSError) as e:
-                    if began >= measure_from:
-                        failures.append(repr(e))
+                    attempt.error = repr(e)
                     conn.close()
-                    continue
-                if began >= measure_from:
-                    timings.append(view)
+                attempt.ended = time.monotonic()
         finally:
             conn.close()
 
-    await asyncio.gather(*(browser() for _ in range(concurrency)))
-    return timings, failures, time.monotonic() - measure_from
+    browsers = [asyncio.create_task(browser()) for _ in range(concurrency)]
+    await asyncio.sleep(deadline - time.monotonic())
+    for task in browsers:
+        task.cancel()
+    await asyncio.gather(*browsers, return_exceptions=True)
+    attempts = [a for a in attempts if a.began < deadline]
+    for attempt in attempts:
+        if attempt.ended is not None and attempt.ended > deadline:  # ended as the browsers were being stopped
+            attempt.ended, attempt.view, attempt.error = None, None, ""
+    return attempts, measure_from, deadline
 
 
 def page_views(
     setup: Setup, seconds: float, concurrency: int, keep_alive: bool, warmup: float, cookie: str = ""
 ) -> PageViewResult:
-    """`cookie`: sent by every browser (a sign-in cookie, name=value)."""
+    """Page views and failures are counted where they end within the window. `cookie`: sent by every browser (a
+    sign-in cookie, name=value)."""
     cpu = time.process_time()
-    timings, failures, elapsed = asyncio.run(_drive(setup, seconds, warmup, concurrency, keep_alive, cookie))
-    cpu = (time.process_time() - cpu) / (elapsed + warmup)
+    attempts, measure_from, deadline = asyncio.run(_drive(setup, seconds, warmup, concurrency, keep_alive, cookie))
+    cpu = (time.process_time() - cpu) / (deadline - measure_from + warmup)
+    ended = [a for a in attempts if a.ended is not None and a.ended >= measure_from]
+    timings = [a.view for a in ended if a.view is not None]
+    loading = [a for a in attempts if a.ended is None]
     ids = {t.session_id for t in timings}
     executions = sum(1 for e in read_executions(setup.record) if e.session_id in ids)
     ms = [t.seconds * 1000 for t in timings]
     return PageViewResult(
         views=len(timings),
-        failed=len(failures),
-        per_s=len(timings) / elapsed,
+        failed=sum(1 for a in ended if a.view is None),
+        per_s=len(timings) / (deadline - measure_from),
         p50_ms=percentile(ms, 50),
         p99_ms=percentile(ms, 99),
         executions_per_view=executions / len(timings) if timings else float("nan"),
         client_cpu=cpu,
+        loading_at_end=len(loading),
+        longest_wait_s=max((deadline - a.began for a in loading), default=0.0),
     )

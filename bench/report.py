@@ -46,8 +46,9 @@ class Results:
     pools: PoolsCost | None = None
 
 
-def _ms(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.1f}"
+def _ms(value: float, digits: int = 1) -> str:
+    """A figure, or "–" where nothing was measured (no page view ended: nan)."""
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _kb(n: int) -> str:
@@ -67,13 +68,20 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
         if any(c is not None for c in cells.values()):
             rows.append((label, {k: "–" if c is None else c for k, c in cells.items()}))
 
+    def loading(result) -> str:
+        return f"{result.loading_at_end} ({result.longest_wait_s:.1f} s)" if result.loading_at_end else "0"
+
     for keep_alive, mode in ((True, "keep-alive"), (False, "`Connection: close`")):
         pv = {k: r.pageviews.get((k, keep_alive)) for k in r.setups}
         row(f"**1. Page views**, {mode}: page views/s", lambda k, pv=pv: pv[k] and f"**{pv[k].per_s:.1f}**")
-        row(f"… {mode}: p50 / p99 ms", lambda k, pv=pv: pv[k] and f"{pv[k].p50_ms:.0f} / {pv[k].p99_ms:.0f}")
-        row(f"… {mode}: app executions per page view", lambda k, pv=pv: pv[k] and f"{pv[k].executions_per_view:.2f}")
+        row(f"… {mode}: p50 / p99 ms", lambda k, pv=pv: pv[k] and f"{_ms(pv[k].p50_ms, 0)} / {_ms(pv[k].p99_ms, 0)}")
+        row(f"… {mode}: app executions per page view", lambda k, pv=pv: pv[k] and _ms(pv[k].executions_per_view, 2))
         row(
             f"… {mode}: failed page views", lambda k, pv=pv: pv[k] and f"{pv[k].failed} of {pv[k].views + pv[k].failed}"
+        )
+        row(
+            f"… {mode}: still loading when the window closed (the longest wait)",
+            lambda k, pv=pv: pv[k] and loading(pv[k]),
         )
         row(f"… {mode}: the load generator's CPU (cores)", lambda k, pv=pv: pv[k] and f"{pv[k].client_cpu:.2f}")
     st = r.static
