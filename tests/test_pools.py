@@ -142,8 +142,10 @@ def seen(*sessions, age=100.0, rss=100.0, made=0, first_rss=None) -> list[Seen]:
 def test_a_pool_adds_as_many_workers_as_its_sessions_need_within_its_bounds():
     assert [needed(n, pool()) for n in (0, 4, 5, 10, 100)] == [1, 1, 2, 3, 3]
     assert needed(0, pool(lo=0)) == 0 and needed(1, pool(lo=0)) == 1
-    step = next_step(pool(), seen(10), Sizing(), now=0.0)
+    sizing = Sizing()
+    step = next_step(pool(), seen(10), sizing, now=0.0)
     assert step and step.kind == "add" and "10 sessions, 4 a worker: 3 workers" in step.why
+    assert sizing.target == 3, "the target that status, /ops and the metrics show"
     assert next_step(pool(), seen(4, 4, 4), Sizing(), now=0.0) is None, "12 sessions on 3 workers: enough"
 
 
@@ -178,7 +180,7 @@ def test_a_pool_with_min_workers_0_lets_its_last_worker_go_only_with_no_session(
 
 def test_an_operators_pin_holds_the_pool_until_auto():
     sizing = Sizing(pinned=3)
-    assert next_step(pool(), seen(0), sizing, now=0.0).kind == "add"
+    assert next_step(pool(), seen(0), sizing, now=0.0).kind == "add" and sizing.target == 3
     assert next_step(pool(), seen(0, 0, 0), sizing, now=1000.0) is None, "idle, but pinned"
     sizing.pinned = 1
     assert next_step(pool(), seen(9, 0, 0), sizing, now=0.0).kind == "remove", "at once, not after idle"

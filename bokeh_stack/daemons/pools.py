@@ -42,7 +42,7 @@ from bokeh_stack.config.handoff import ManagedPool, PoolsConfig, PoolState, writ
 from bokeh_stack.config.limits import RECYCLE_REASONS
 from bokeh_stack.config.topology import POOLS, Endpoint, Target, supervisor_rpc, upstream_members, worker_process
 from bokeh_stack.daemons import fleet, little_http
-from bokeh_stack.daemons.sizing import Seen, Sizing, Step, needed, next_step
+from bokeh_stack.daemons.sizing import Seen, Sizing, Step, next_step
 
 INTERVAL_S = 2.0
 READY_TIMEOUT_S = 120.0
@@ -128,13 +128,12 @@ class PoolRunner:
         self.cfg, self.config, self.supervisor, self.nginx = cfg, config, supervisor, nginx
         self.slots = {port: (endpoint, server) for port, endpoint, server in cfg.slots}
         self.serving: list[int] = []
-        self.sizing = Sizing()
+        self.sizing = Sizing(target=cfg.min_workers)
         self.busy = asyncio.Lock()
         self.awake = asyncio.Event()
         self.first_rss: dict[int, float] = {}
         self.recycles = dict.fromkeys(RECYCLE_REASONS, 0)
         self.events: deque[tuple[float, str]] = deque(maxlen=EVENTS_KEPT)
-        self.target = cfg.min_workers
         self.changed: Callable[[], None] = lambda: None  # the program writes its state file
 
     def say(self, text: str) -> None:
@@ -145,7 +144,7 @@ class PoolRunner:
     def state(self) -> PoolState:
         bounds = f"{self.cfg.min_workers}..{self.cfg.max_workers}"
         return PoolState(
-            sorted(self.serving), self.target, bounds, self.sizing.pinned is not None, dict(self.recycles),
+            sorted(self.serving), self.sizing.target, bounds, self.sizing.pinned is not None, dict(self.recycles),
             list(self.events),
         )  # fmt: skip
 
@@ -153,7 +152,7 @@ class PoolRunner:
         """At start: the workers running now serve (this program restarted), and the pool gets its fewest (nginx
         reads its servers file once they serve: as rendered, it names the first ones)."""
         infos = await self.supervisor.processes(self.cfg.program)
-        self.serving = [p for p in self.slots if infos.get(self.cfg.process(p), {}).get("statename") in RUNNING]
+        self.serving = [p for p in self.slots if self.state_of(infos, p) in RUNNING]
         if self.serving:
             self.say(f"serving with the {len(self.serving)} workers running")
         if len(self.serving) < self.cfg.min_workers:
@@ -185,7 +184,7 @@ class PoolRunner:
         """The serving workers as they are now; those supervisord no longer runs (stopped by hand, given up)
         leave the pool."""
         infos = await self.supervisor.processes(self.cfg.program)
-        gone = [p for p in self.serving if infos.get(self.cfg.process(p), {}).get("statename", "STOPPED") in GONE]
+        gone = [p for p in self.serving if self.state_of(infos, p) in GONE]
         if gone:
             self.serving = [p for p in self.serving if p not in gone]
             self.say(f"{', '.join(map(str, gone))} stopped, not by this program: out of the pool")
@@ -207,6 +206,10 @@ class PoolRunner:
             )  # fmt: skip
         return seen
 
+    def state_of(self, infos: dict[str, dict], port: int) -> str:
+        """supervisord's state of the worker at `port` (one it does not list: as stopped)."""
+        return infos.get(self.cfg.process(port), {}).get("statename", "STOPPED")
+
     def target_of(self, port: int) -> Target:
         endpoint = Endpoint.parse(self.slots[port][0])
         name = worker_process(self.cfg.program, port)
@@ -217,15 +220,13 @@ class PoolRunner:
             return
         async with self.busy:
             seen = await self.look()
-            pinned = self.sizing.pinned
-            self.target = pinned if pinned is not None else needed(sum(w.sessions or 0 for w in seen), self.cfg)
             step = next_step(self.cfg, seen, self.sizing, now)
             if step:
                 await self.take(step, len(seen))
 
     async def take(self, step: Step, serving: int) -> None:
         if step.kind == "add":
-            await self.add(max(1, self.target - serving), step.why)
+            await self.add(max(1, self.sizing.target - serving), step.why)
         elif step.kind == "remove" and step.port is not None:
             await self.remove(step.port, step.why)
         elif step.kind == "recycle" and step.port is not None:
@@ -236,8 +237,7 @@ class PoolRunner:
     async def add(self, count: int, why: str) -> list[int]:
         """Start `count` workers in free places at once; those that answer their probe join the pool."""
         infos = await self.supervisor.processes(self.cfg.program)
-        free = [p for p in self.slots if p not in self.serving]
-        free = [p for p in free if infos.get(self.cfg.process(p), {}).get("statename") not in RUNNING][:count]
+        free = [p for p in self.slots if p not in self.serving and self.state_of(infos, p) not in RUNNING][:count]
         if not free:
             self.say(f"no place for another worker ({why})")
             return []
@@ -307,7 +307,7 @@ class PoolRunner:
                 if not self.serving:
                     if self.sizing.pinned == 0:
                         self.sizing.pinned = None  # put to sleep by an operator, woken by a visitor
-                    self.target = max(1, self.target)
+                    self.sizing.target = max(1, self.sizing.target)
                     await self.add(1, "a visitor")
         try:
             await asyncio.wait_for(self.awake.wait(), self.config.hold_s)
@@ -325,7 +325,7 @@ class PoolRunner:
             if count is None:
                 self.say("sizes itself again (bokeh-stack scale auto)")
                 return f"pool {self.cfg.name} sizes itself again: {len(self.serving)} serving"
-            self.target = count
+            self.sizing.target = count
             if count > len(self.serving):
                 await self.add(count - len(self.serving), "bokeh-stack scale")
             while len(self.serving) > count:

@@ -37,6 +37,7 @@ class Seen:
 class Sizing:
     """What a pool remembers between looks."""
 
+    target: int = 0  # the workers it wants: as pinned, else as its sessions need (next_step keeps it)
     pinned: int | None = None
     spare_since: float | None = None
 
@@ -82,6 +83,7 @@ def next_step(pool: ManagedPool, seen: list[Seen], sizing: Sizing, now: float) -
     else:
         want = needed(sessions, pool)
         because = f"{sessions} sessions, {pool.sessions_per_worker} a worker"
+    sizing.target = want
     if want > serving:
         sizing.spare_since = None
         return Step("add", f"{because}: {workers(want)}")
