@@ -46,7 +46,7 @@ class Results:
     pools: PoolsCost | None = None
 
 
-def _ms(value: float, digits: int = 1) -> str:
+def _figure(value: float, digits: int = 1) -> str:
     """A figure, or "–" where nothing was measured (no page view ended: nan)."""
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -74,8 +74,11 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
     for keep_alive, mode in ((True, "keep-alive"), (False, "`Connection: close`")):
         pv = {k: r.pageviews.get((k, keep_alive)) for k in r.setups}
         row(f"**1. Page views**, {mode}: page views/s", lambda k, pv=pv: pv[k] and f"**{pv[k].per_s:.1f}**")
-        row(f"… {mode}: p50 / p99 ms", lambda k, pv=pv: pv[k] and f"{_ms(pv[k].p50_ms, 0)} / {_ms(pv[k].p99_ms, 0)}")
-        row(f"… {mode}: app executions per page view", lambda k, pv=pv: pv[k] and _ms(pv[k].executions_per_view, 2))
+        row(
+            f"… {mode}: p50 / p99 ms",
+            lambda k, pv=pv: pv[k] and f"{_figure(pv[k].p50_ms, 0)} / {_figure(pv[k].p99_ms, 0)}",
+        )
+        row(f"… {mode}: app executions per page view", lambda k, pv=pv: pv[k] and _figure(pv[k].executions_per_view, 2))
         row(
             f"… {mode}: failed page views", lambda k, pv=pv: pv[k] and f"{pv[k].failed} of {pv[k].views + pv[k].failed}"
         )
@@ -96,7 +99,7 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
 
     def delays(k: str, group: str) -> str | None:
         d = lat.get(k, {}).get(group)
-        return d and f"{_ms(d.p50_ms)} / {_ms(d.p99_ms)}"
+        return d and f"{_figure(d.p50_ms)} / {_figure(d.p99_ms)}"
 
     row("**3. Streamed update delay**, p50 / p99 ms", lambda k: delays(k, "entry"))
     row("… direct to the workers, at the same time", lambda k: delays(k, "direct") or (k in lat and "(direct)"))
@@ -129,7 +132,7 @@ def _rows(r: Results) -> list[tuple[str, dict[str, str]]]:
     row("… page views/s (8 at once, direct)", lambda k: k in pc and f"{pc[k].views_per_s:.1f}")
     row(
         f"… meanwhile, {pagecost.STREAMING_SESSIONS} streaming sessions' update delay p99 / max ms",
-        lambda k: k in pc and f"{_ms(pc[k].stall_p99_ms)} / {_ms(pc[k].stall_max_ms)}",
+        lambda k: k in pc and f"{_figure(pc[k].stall_p99_ms)} / {_figure(pc[k].stall_max_ms)}",
     )
     return rows
 
@@ -188,10 +191,18 @@ def _targets(r: Results) -> list[tuple[str, str, bool | None]]:
             ("CPU per page view ≤ 1.0× the page's plain build + serialization", f"{pc.ratio:.2f}×", pc.ratio <= 1)
         )
         out.append(
-            ("while building pages: streamed update p99 ≤ 100 ms", f"{_ms(pc.stall_p99_ms)} ms", pc.stall_p99_ms <= 100)
+            (
+                "while building pages: streamed update p99 ≤ 100 ms",
+                f"{_figure(pc.stall_p99_ms)} ms",
+                pc.stall_p99_ms <= 100,
+            )
         )
         out.append(
-            ("while building pages: streamed update max ≤ 300 ms", f"{_ms(pc.stall_max_ms)} ms", pc.stall_max_ms <= 300)
+            (
+                "while building pages: streamed update max ≤ 300 ms",
+                f"{_figure(pc.stall_max_ms)} ms",
+                pc.stall_max_ms <= 300,
+            )
         )
     if "stack" in r.churn:
         first, last = r.churn["stack"][0], r.churn["stack"][-1]
@@ -248,7 +259,7 @@ def _anchors(r: Results) -> list[tuple[str, str, str]]:
         (
             "streamed update via nginx, p50 / p99 ms",
             "~1.5 / ~3",
-            "recipe" in lat and f"{_ms(lat['recipe']['entry'].p50_ms)} / {_ms(lat['recipe']['entry'].p99_ms)}",
+            "recipe" in lat and f"{_figure(lat['recipe']['entry'].p50_ms)} / {_figure(lat['recipe']['entry'].p99_ms)}",
         ),
         (
             "sessions a plain worker carries at 10 Hz, naive app",

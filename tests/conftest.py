@@ -4,9 +4,21 @@ import shutil
 
 import pytest
 
-from harness.stack import RunningStack, build_wheel, start_stack
+from bokeh_stack.config.plan import RunPlan
+from bokeh_stack.config.settings import load
+from bokeh_stack.provisioning import privileges
+from harness.stack import SHIPPED_APPS, RunningStack, build_wheel, start_stack
 
 from .docker_engine import ensure_base_image, start_engine, stop_engine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_user(tmp_path_factory):
+    """Started as root, the service user exists as provisioning (`up`, Salt) makes it: the tests that render the
+    configs without `up` hand directories to it, whichever of them runs first on a new host."""
+    runtime_dir = tmp_path_factory.mktemp("service-user")
+    settings = load(environ={}, overrides={"apps_dir": str(SHIPPED_APPS), "runtime_dir": str(runtime_dir)})
+    privileges.ensure_service_user(RunPlan(settings), print)
 
 
 @pytest.fixture
