@@ -25,9 +25,9 @@ test: $(VENV)/.test .venv-salt/.installed
 test-fast: $(VENV)/.test
 	$(BIN)/python -m pytest -m "not stack and not docker and not salt and not redis" $(PYTEST_ARGS)
 
-# The benchmarks against the alternatives (bench/README.md), ~2 h 30 min on 2 cores, alone on the machine (the plain
-# setups' churn to 5,000 sessions is most of it): writes docs/benchmarks.md and its chart. One part:
-# make bench ARGS="static"; the workers: ARGS="--workers 3".
+# The benchmarks against the alternatives (bench/README.md), 2 h 30 to 3 h 30 on 2 cores (as fast as the host),
+# alone on the machine (the plain setups' churn to 5,000 sessions is most of it): writes docs/benchmarks.md and its
+# chart. One part: make bench ARGS="static"; the workers: ARGS="--workers 3".
 bench: $(VENV)/.test
 	@scripts/system-deps test
 	$(BIN)/python -m bench $(ARGS)
