@@ -19,7 +19,7 @@ test: $(VENV)/.test .venv-salt/.installed
 	@scripts/system-deps test
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 # Unit tests only: no processes, a few seconds.
 test-fast: $(VENV)/.test

@@ -21,9 +21,21 @@ def service_user(tmp_path_factory):
     privileges.ensure_service_user(RunPlan(settings), print)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def stacks(tmp_path):
-    """Start real stacks with stacks(apps_dir, **settings); every one is stopped after the test, pass or fail."""
+def stacks(tmp_path, request):
+    """Start real stacks with stacks(apps_dir, **settings); every one is stopped after the test, pass or fail. A
+    failed test shows the end of each stack's logs (a worker restarted, nginx's errors) with its captured output."""
     started: list[RunningStack] = []
 
     def start(apps_dir, ready: bool = True, up_args: tuple[str, ...] = (), **settings) -> RunningStack:
@@ -36,6 +48,8 @@ def stacks(tmp_path):
     yield start
     for stack in started:
         stack.stop()
+        if request.node.stash.get(CALL_FAILED, False):
+            print(stack.log_tails())
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from bokeh_stack import embed
 from harness.pageview import open_page, page_view
@@ -86,6 +88,22 @@ def _answers(url: str) -> bool:
         return False
 
 
+def orphan_burst(url: str) -> tuple[dict, float]:
+    """300 page GETs, 10 at a time: how many got each status code ("timeout": none within tornado's 20 s; Bokeh's
+    own server can be that slow under the burst on a slow host), and the seconds the burst took."""
+
+    def get(_) -> int | str:
+        try:
+            return fetch(url).code
+        except HTTPTimeoutError:
+            return "timeout"
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        answers = Counter(pool.map(get, range(300)))
+    return dict(answers), round(time.monotonic() - start, 1)
+
+
 @pytest.mark.stack
 def test_after_an_orphan_burst_the_embedded_server_keeps_page_views_under_a_second():
     """300 page GETs without a websocket (a crawler, link previews) at each server, then a page view every 100 ms
@@ -94,9 +112,10 @@ def test_after_an_orphan_burst_the_embedded_server_keeps_page_views_under_a_seco
     servers = {"fixed": start_server([str(EXAMPLE)], port), "plain": start_server(["-c", PLAIN], port + 1)}
     urls = {"fixed": f"http://127.0.0.1:{port}/", "plain": f"http://127.0.0.1:{port + 1}/"}
     try:
-        with ThreadPoolExecutor(10) as pool:
-            for url in urls.values():
-                assert {response.code for response in pool.map(fetch, [url] * 300)} == {200}
+        answers = {name: orphan_burst(url) for name, url in urls.items()}
+        print(f"\n300 orphan GETs, 10 at a time (answers, seconds): {answers}")
+        assert answers["fixed"][0] == {200: 300}, "the embedded server with the fixes answered every GET"
+        assert set(answers["plain"][0]) <= {200, "timeout"}, "Bokeh's own answered, or was too slow to"
 
         async def probe(url: str, seconds: float) -> tuple[float, int, int]:
             """The slowest page view (a failed one counts as `seconds`), and the views done and failed."""
