@@ -10,8 +10,9 @@ stalls), compression (bokeh-stack with session.compression off vs on), metrics (
 off), signin (bokeh-stack with sign-in on vs off), resume (bokeh-stack keeping sessions to resume vs not, and tabs
 coming back after a kill -9), largedata (10 million points decimated vs all sent, on bokeh-stack), pools (a host of
 20 apps with a worker each vs none until a visitor, and an idle app's first page view). Prints one
-markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. A run with --out that
-stops goes on from its last finished part when started again (bench/checkpoint.py).
+markdown table, the targets (PASS/MISS) and the design's reference figures beside ours. A run with --out keeps
+each part it measures beside its report (docs/benchmarks.parts.json) and measures only the parts not kept there
+for the same code and options (bench/parts.py): a run that stops goes on from its last finished part.
 Not a test: nothing here fails on a slow machine.
 """
 
@@ -23,13 +24,13 @@ import tempfile
 from pathlib import Path
 
 from bench import report
-from bench.checkpoint import Checkpoint, commit
 from bench.churn import churn
 from bench.compression import compression_cost
 from bench.large_data import large_data
 from bench.metrics_cost import metrics_cost
 from bench.pagecost import page_cost
 from bench.pageviews import page_views
+from bench.parts import ROOT, Parts
 from bench.pools_cost import pools_cost
 from bench.resume_cost import resume_cost
 from bench.setups import DEFAULTS, PREVIOUS, SETUPS, apps_dir, has_commit, previous_checkout, started
@@ -37,23 +38,23 @@ from bench.signin_cost import signin_cost
 from bench.static import static_js
 from bench.streaming import capacity, update_delays
 
-ROOT = Path(__file__).resolve().parent.parent
 # One worker's streaming capacity: the app as first written (two sources streamed per tick), then as shipped (one).
 CAPACITY_APPS = ("streaming_naive", "streaming")
-PARTS = (
-    "pageviews",
-    "static",
-    "latency",
-    "capacity",
-    "churn",
-    "pagecost",
-    "compression",
-    "metrics",
-    "signin",
-    "resume",
-    "largedata",
-    "pools",
-)
+# Each part, by the function that measures it: its module is the part's code (bench/parts.py).
+PARTS = {
+    "pageviews": page_views,
+    "static": static_js,
+    "latency": update_delays,
+    "capacity": capacity,
+    "churn": churn,
+    "pagecost": page_cost,
+    "compression": compression_cost,
+    "metrics": metrics_cost,
+    "signin": signin_cost,
+    "resume": resume_cost,
+    "largedata": large_data,
+    "pools": pools_cost,
+}
 COMPRESSION_SESSIONS = 50
 # The metrics part: rounds of on/off, and the fleet one /metrics scrape is timed on.
 METRICS_ROUNDS = 2
@@ -100,6 +101,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="unused-session lifetime, for every setup (default: bokeh-stack's)",
     )
     parser.add_argument("--smoke", action="store_true", help="every part at a tiny size, to check that it runs")
+    parser.add_argument("--fresh", action="store_true", help="measure every part, also those kept for this code")
     parser.add_argument("--out", type=Path, help="markdown file to write (default: docs/benchmarks.md for a full run)")
     args = parser.parse_args(argv)
     args.parts = args.parts or list(PARTS)
@@ -142,16 +144,17 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
     session = {"unused_lifetime_ms": args.unused_ms, "check_unused_ms": check_unused_ms}
     expiry_s = (args.unused_ms + check_unused_ms) / 1000 + 1
 
-    # A full run goes on where one that stopped left off (bench/checkpoint.py).
-    identity = {"commit": commit(ROOT), "options": {k: v for k, v in vars(args).items() if k not in ("parts", "out")}}
-    checkpoint = Checkpoint(args.out.with_name(f".{args.out.stem}.partial.pickle"), identity) if args.out else None
+    # A run measures only what the runs before it have not (bench/parts.py).
+    options = {k: v for k, v in vars(args).items() if k not in ("parts", "out", "fresh")}
+    modules = {part: measure.__module__ for part, measure in PARTS.items()}
+    kept = Parts(args.out.with_name(f"{args.out.stem}.parts.json"), options, modules) if args.out else None
 
     def want(part: str) -> bool:
-        return part in args.parts and not (checkpoint and checkpoint.restore(part, results))
+        return part in args.parts and not (kept and not args.fresh and kept.restore(part, results))
 
     def done(part: str) -> None:
-        if checkpoint:
-            checkpoint.save(part, results)
+        if kept:
+            kept.save(part, results)
 
     def start(key: str, name: str, workers: int = args.workers):
         print(f"  {SETUPS[key]}: {name}", file=sys.stderr, flush=True)
@@ -264,10 +267,9 @@ def run(args: argparse.Namespace, tmp: Path, checkout: Path | None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.document(results, text, chart=report.chart(results, args.out.with_suffix(".png"))))
+        chart = report.chart(results, args.out.with_suffix(".png"))
+        args.out.write_text(report.document(results, text, chart, kept.measured if kept else {}))
         print(f"wrote {args.out}", file=sys.stderr)
-        if checkpoint:
-            checkpoint.clear()
     return 0
 
 

@@ -309,17 +309,21 @@ def _versions() -> str:
     return f"Python {platform.python_version()}, Bokeh {bokeh.__version__}, Tornado {tornado.version}, {nginx}"
 
 
-def document(r: Results, table: str, chart: Path | None) -> str:
+def document(r: Results, table: str, chart: Path | None, measured: dict[str, str]) -> str:
+    """The report; `measured`: part -> the day and commit it was measured at (bench/parts.py)."""
     today = datetime.date.today().isoformat()
     parts = [
         "# Benchmarks",
         "",
-        f"Measured {today} on {platform.node() or 'this machine'}: {os.cpu_count()} cores "
+        f"Written {today} on {platform.node() or 'this machine'}: {os.cpu_count()} cores "
         f"({platform.machine()}), {_versions()}. The load generator runs on the same cores. Produced by "
         "`make bench` (`python -m bench`); what each row measures and why is in [bench/README.md](../bench/README.md).",
         "",
         table,
     ]
+    if measured:
+        when = "; ".join(f"{part} {at}" for part, at in measured.items())
+        parts += ["", f"Each part's setups were measured side by side in one run: {when}."]
     if chart:
         parts += ["", f"![page views/s and latency per deployment]({chart.name})"]
     if r.capacity:

@@ -11,9 +11,11 @@ import psutil
 
 from bench.clients import Subscriber
 from bench.pageviews import percentile
+from bench.subscribers import SubscriberProcesses
 
 UPDATES_PER_S = 10  # the streaming app's period: 100 ms
 DELIVERED = 0.95
+DELIVERY_S = 1.0  # an update that arrives later than this after its window ends counts as not delivered
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Step:
     sessions: int
     delivered: float  # updates received / updates due
     worker_cpu: float  # the worker's CPU, 1.0 = one core
-    client_cpu: float  # the bench client's CPU
+    client_cpu: float  # the bench client's CPU, all its processes
 
 
 @dataclass
@@ -65,35 +67,26 @@ class Capacity:
     steps: list[Step] = field(default_factory=list)
 
 
-async def _capacity(url: str, origin: str, pid: int, start: int, step: int, most: int, seconds: float) -> Capacity:
+def capacity(url: str, origin: str, pid: int, start: int, step: int, most: int, seconds: float) -> Capacity:
+    """Add sessions `step` at a time on one worker until fewer than 95% of the updates due arrive: of the updates due
+    in each step's window, those the worker made in it (by their server time) and that arrived by DELIVERY_S after."""
     worker = psutil.Process(pid)
-    subscribers: list[Subscriber] = []
     result = Capacity(0)
-    try:
+    with SubscriberProcesses(url, origin) as clients:
         for sessions in range(start, most + 1, step):
-            while len(subscribers) < sessions:
-                batch = min(10, sessions - len(subscribers))
-                subscribers += await asyncio.gather(*(Subscriber.connect(url, origin) for _ in range(batch)))
-            await asyncio.sleep(2)  # let the new sessions' callbacks settle into their rhythm
-            before = [s.updates for s in subscribers]
+            clients.grow(sessions)
+            time.sleep(2)  # let the new sessions' callbacks settle into their rhythm
             worker.cpu_percent()
-            client_cpu = time.process_time()
-            began = time.monotonic()
-            await asyncio.sleep(seconds)
-            elapsed = time.monotonic() - began
-            received = sum(s.updates - b for s, b in zip(subscribers, before, strict=True))
-            delivered = received / (sessions * UPDATES_PER_S * elapsed)
+            client_cpu, began = clients.cpu_seconds(), time.time()
+            time.sleep(seconds)
+            ended = time.time()
             cpu = worker.cpu_percent() / 100
-            result.steps.append(Step(sessions, delivered, cpu, (time.process_time() - client_cpu) / elapsed))
+            client = (clients.cpu_seconds() - client_cpu) / (ended - began)
+            time.sleep(DELIVERY_S)
+            made = clients.updates_made_between(began, ended)
+            delivered = made / (sessions * UPDATES_PER_S * (ended - began))
+            result.steps.append(Step(sessions, delivered, cpu, client))
             if delivered < DELIVERED:
                 break
             result.sessions = sessions
-    finally:
-        for subscriber in subscribers:
-            subscriber.close()
     return result
-
-
-def capacity(url: str, origin: str, pid: int, start: int, step: int, most: int, seconds: float) -> Capacity:
-    """Add sessions `step` at a time on one worker until fewer than 95% of the updates due arrive."""
-    return asyncio.run(_capacity(url, origin, pid, start, step, most, seconds))

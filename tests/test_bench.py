@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.__main__ import PARTS
 from bench.setups import SETUPS
 from harness.stack import ROOT
 
@@ -69,6 +70,10 @@ def test_every_part_measures_every_deployment(tmp_path, nginx_available):
     memory = r"\| host memory, idle \(PSS of every process of the stack\) \| [\d,]+ MB \| \*\*[\d,]+ MB\*\*"
     assert re.search(memory, text), text
     assert re.search(r"\| an idle app's first page view within nginx's page timeout \(60 s\) \| [\d.]+ s \| PASS", text)
+    # When, at which commit and where each part was measured (bench/parts.py keeps them for the runs after).
+    measured = next(line for line in lines if line.startswith("Each part's setups were measured side by side"))
+    when = r"\d{4}-\d\d-\d\d (at [0-9a-f]{10}|on code)"
+    assert all(re.search(rf"\b{part} {when} ", measured) for part in PARTS), measured
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert f"]({png.name})" in text
