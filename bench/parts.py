@@ -24,8 +24,10 @@ from typing import Any
 from bokeh_stack.config.files import write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVED = ("bokeh_stack", "nginx", "supervisor", "apps", "requirements.lock", "bench/apps", "bench/setups.py")
-SERVED += ("bench/nginx-recipe.conf.j2",)
+SERVED = (
+    *("bokeh_stack", "nginx", "supervisor", "apps", "requirements.lock"),
+    *("bench/apps", "bench/setups.py", "bench/nginx-recipe.conf.j2"),
+)
 HOST = f"{platform.node()}, {os.cpu_count()} cores"
 # The Results fields each part fills, where they are not the part's own name.
 FIELDS = {"pagecost": ("pagecost", "pagecost_apps"), "largedata": ("large_data",)}

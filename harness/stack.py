@@ -149,8 +149,8 @@ class RunningStack:
 
     def log_tails(self, lines: int = 15) -> str:
         """The last lines of each of the stack's log files, for a failure's report."""
-        tails = []
-        for path in sorted(self.plan.log_dir.glob("*.log")) if self.plan.log_dir.is_dir() else ():
+        tails, log_dir = [], self.plan.log_dir
+        for path in sorted(log_dir.glob("*.log")) if log_dir.is_dir() else ():
             last = path.read_text(errors="replace").splitlines()[-lines:]
             tails.append(f"--- {path.name} (last {len(last)} lines)\n" + "\n".join(last))
         return "\n".join(tails)

@@ -21,15 +21,15 @@ def service_user(tmp_path_factory):
     privileges.ensure_service_user(RunPlan(settings), print)
 
 
+CALL_FAILED = pytest.StashKey[bool]()  # whether a test's call phase failed (the stacks fixture reads it)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call":
         item.stash[CALL_FAILED] = report.failed
     return report
-
-
-CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
