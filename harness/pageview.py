@@ -14,7 +14,7 @@ import asyncio
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -110,6 +110,19 @@ class PageView:
         """Close the websocket: with code 1001, as a browser does when its tab leaves the page; with none, as a
         connection that dropped."""
         self._ws.close(code)
+
+    async def closed_by_the_server(self) -> None:
+        """Read what the server sends until it closes the websocket (its close answered, as BokehJS answers it)."""
+        while await self._ws.read_message() is not None:
+            pass
+
+    async def reconnect(self, url: str | None = None, timeout: float = 10.0) -> PageView:
+        """The tab's websocket opened again with its token, to `url` (another worker) or its own, as BokehJS does
+        after its connection was lost; the document is pulled anew."""
+        url = url or self.url
+        headers = {"Origin": page_origin(url), **({"Cookie": self.jar.header()} if self.jar.cookies else {})}
+        ws, receiver, document = await connect_and_pull(url, self.token, headers, timeout)
+        return replace(self, url=url, document=document, reconnects=self.reconnects + 1, _ws=ws, _receiver=receiver)
 
 
 def websocket_url(page_url: str) -> str:

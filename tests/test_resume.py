@@ -78,14 +78,22 @@ class Workers:
         return f"http://127.0.0.1:{port}/app"
 
     def stop(self, url: str) -> None:
-        server = next(s for s in self.servers if f":{s.port}/" in url)
+        server = self._server(url)
         server.stop()
         server.unlisten()
         self.servers.remove(server)
 
+    async def drain(self, url: str) -> None:
+        """What a restart does to a worker (fixes.drain_on_sigterm): it closes every websocket itself, then stops."""
+        server = self._server(url)
+        await fixes.close_websockets([h for h in fixes.open_websockets() if h.application is server._tornado], 10)
+        self.stop(url)
+
     def app_context(self, url: str):
-        server = next(s for s in self.servers if f":{s.port}/" in url)
-        return server._tornado._applications["/app"]
+        return self._server(url)._tornado._applications["/app"]
+
+    def _server(self, url: str) -> Server:
+        return next(s for s in self.servers if f":{s.port}/" in url)
 
 
 class RedisServer:
@@ -213,6 +221,51 @@ def test_a_tab_comes_back_as_its_user_left_it_on_another_worker(workers):
     assert resume.resumed(session.document) == resume.Resumed(messages=6, ready=True)
     assert session.__dict__[sessions._RECORDER].count == 6, "recording goes on after the 6, replaying none again"
     assert workers.outcomes == [("/app", "resumed")]
+
+
+def test_a_worker_that_drains_hands_each_tab_over_with_all_its_user_did(workers, request):
+    """A restart drains a worker: it closes each websocket itself, and the tab's websocket reaches another worker
+    a few milliseconds later, maybe with a slider still being dragged (a run of changes, written MERGE_WINDOW_S
+    after it starts). The draining worker writes what it holds before it closes, and nothing after: the next worker
+    resumes all of it and writes on, and the record stays readable for the worker after that. With the directory
+    store the draining worker's disk is slow, and the next workers read through a store of their own, as a worker
+    in another process does: the tab may go only once its record is written."""
+    first, second, third = workers.start(), workers.start(), workers.start()
+    draining_store = sessions.config.store
+
+    async def scenario():
+        tab = await open_page(first, document_ready=True)
+        for value in (3, 5, 7):
+            await tab.change(_model(tab.document, "n"), value=value)
+        session = workers.app_context(first).get_session(tab.session_id)
+        deadline = asyncio.get_running_loop().time() + 5
+        while _model(session.document, "n").value != 7:  # the worker has it: what the user did
+            assert asyncio.get_running_loop().time() < deadline, "the worker never got the slider's last value"
+            await asyncio.sleep(0.01)
+        closed = asyncio.ensure_future(tab.closed_by_the_server())
+        slow_disk = isinstance(draining_store, DirectoryStore)
+        if slow_disk:
+            _hold_the_store(request, 0.3)
+        await workers.drain(first)
+        if slow_disk:
+            sessions.config.store = DirectoryStore(draining_store.directory)  # the next workers' own
+        await asyncio.wait_for(closed, 10)
+        moved = await tab.reconnect(second)  # at once, as BokehJS does
+        on_second = _model(moved.document, "n").value
+        await moved.change(_model(moved.document, "kind"), value="cubes")
+        await _record_lines(tab.session_id, at_least=3)  # DocumentReady, the slider, and cubes
+        moved.close()
+        workers.stop(second)
+        return on_second, await _reconnect(third, tab.token)
+
+    try:
+        on_second, doc = run(scenario())
+    finally:
+        if draining_store is not sessions.config.store:
+            draining_store.close()
+    assert on_second == 7, "the slider's run was written before the tab was handed over"
+    assert _model(doc, "derived").text == "cubes up to 7, 0 clicks", "what each worker kept, resumed on the third"
+    assert workers.outcomes == [("/app", "resumed"), ("/app", "resumed")]
 
 
 def test_only_the_token_that_made_a_record_resumes_it(workers):

@@ -177,6 +177,11 @@ def open_websockets() -> list:
     return [h for h in _open_websockets if h.ws_connection is not None]
 
 
+async def before_server_close(handler) -> None:
+    """What must be done before the server closes this websocket: nothing here; resume/sessions.py has its
+    session's record written first, so the worker the tab reconnects to reads all of it."""
+
+
 async def close_websockets(handlers: list, timeout_s: float, reason: str = "worker restarting") -> bool:
     """Close each websocket (1001) once it holds its write lock, so never between the frames of one message, and
     wait until the clients have answered; False if some were still open after timeout_s."""
@@ -184,6 +189,7 @@ async def close_websockets(handlers: list, timeout_s: float, reason: str = "work
 
     async def close(handler) -> None:
         async with handler.write_lock:
+            await before_server_close(handler)
             if handler.ws_connection is not None:
                 streams.append(handler.ws_connection.stream)
                 handler.close(1001, reason)

@@ -56,6 +56,11 @@ class RedisStore:
         except asyncio.QueueFull:
             raise StoreError(f"{QUEUE_LENGTH} writes waiting for {self.describe()}") from None
 
+    async def written(self) -> None:
+        """Returns once every write given so far has been sent to Redis (or failed)."""
+        if self._queue is not None:
+            await self._queue.join()
+
     async def _write_in_order(self) -> None:
         while True:
             key, lines, expires = await self._queue.get()
@@ -69,6 +74,8 @@ class RedisStore:
                     await pipe.execute()
             except Exception as e:  # the record misses these lines now, and will not be resumed
                 self._log_down(e)
+            finally:
+                self._queue.task_done()
 
     def _log_down(self, error: Exception) -> None:
         if time.monotonic() - self._logged > LOG_EVERY_S:

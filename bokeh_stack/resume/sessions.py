@@ -41,6 +41,8 @@ log = logging.getLogger("bokeh_stack.resume")
 MERGE_WINDOW_S = 0.25
 # The most characters of a stored value a log line quotes.
 LOG_CHARS = 200
+# The longest a worker waits for a tab's record to be written before it closes the tab's websocket itself.
+SETTLE_TIMEOUT_S = 1.0
 _RECORDER = "_bokeh_stack_recorder"
 _CLOSED_HERE = "_bokeh_stack_closed_here"
 # The close codes of a browser leaving a page (1001) or BokehJS closing its connection (1000).
@@ -76,19 +78,26 @@ class Recorder:
     """A session's record as it is written: the owner line before the first message, then a line per message.
     Messages that only set properties come in runs (a slider dragged, a plot panned: many a second); a run is
     written MERGE_WINDOW_S after it starts, each set of properties once, with its last values, in the order of
-    their last change."""
+    their last change.
+
+    A record has one writer at a time: the worker its tab is connected to. When the server closes the tab's
+    websocket (a drain, a sign-out) the tab is handed over: what is held is written first, and nothing after
+    (until the tab connects here again), since the worker it reconnects to reads the record and writes on from
+    there. A second writer would number its lines after a record the other had grown, and no one could resume it.
+    """
 
     def __init__(self, record_key: str, owner: Owner, expires: float, kept: Record | None = None) -> None:
         self.key, self.owner, self.expires = record_key, owner, expires
         # Bytes kept (0: not even the owner line yet), and messages kept; `kept`: the record a resume went on from.
         self.size, self.count = (kept.size, len(kept.entries)) if kept else (0, 0)
         self.full = False
+        self.handed_over = False
         self._run: dict[frozenset, Entry] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def add(self, message) -> None:
         content = message.content
-        if self.full or not users_doing(content):
+        if self.full or self.handed_over or not users_doing(content):
             return
         entry, merge = Entry.of(message), merge_key(content)
         if merge is None:
@@ -107,6 +116,19 @@ class Recorder:
             self._timer.cancel()
         if self.size:
             config.store.delete(self.key)
+
+    def hand_over(self) -> None:
+        self.flush()
+        self.handed_over = True
+
+    async def settle(self) -> None:
+        """Write what is held, and return once the store has it (and whatever came in while it was written)."""
+        while True:
+            self.flush()
+            size = self.size
+            await config.store.written()
+            if self.size == size and not self._run:
+                return
 
     def flush(self) -> None:
         if self._timer is not None:
@@ -189,6 +211,10 @@ def recorded_sessions() -> None:
     _replace(patch_doc, "apply_to_document", apply_recorded)
 
 
+def _recorder_of(handler) -> Recorder | None:
+    return handler.connection is not None and handler.connection.session.__dict__.get(_RECORDER) or None
+
+
 def recorded_from_the_start() -> None:
     """Every session built from a page's token gets a recorder (the apps in session.resume_except aside)."""
     from bokeh.server.contexts import ApplicationContext
@@ -208,24 +234,44 @@ def recorded_from_the_start() -> None:
 
 def forgotten_when_the_tab_leaves() -> None:
     """A tab that closes its websocket itself (closed, reloaded, navigated away: BokehJS does not reconnect then)
-    leaves no record behind. A websocket the server closes (a drain, a sign-out) or that drops keeps it."""
+    leaves no record behind. A websocket the server closes (a drain, a sign-out: the tab is handed over) or that
+    drops keeps it, and what its recorder holds is written at once: the tab may be reconnecting elsewhere."""
     from bokeh.server.views.ws import WSHandler
 
     close, on_close = WSHandler.close, WSHandler.on_close
 
     def close_by_the_server(self: WSHandler, code=None, reason=None) -> None:
         self.__dict__[_CLOSED_HERE] = True
+        if recorder := _recorder_of(self):
+            recorder.hand_over()
         return close(self, code, reason)
 
     def on_close_forgetting(self: WSHandler) -> None:
-        left = self.close_code in TAB_LEFT_CODES and not self.__dict__.get(_CLOSED_HERE)
-        recorder = left and self.connection is not None and self.connection.session.__dict__.get(_RECORDER)
-        if recorder:
-            recorder.forget()
+        if recorder := _recorder_of(self):
+            if self.close_code in TAB_LEFT_CODES and not self.__dict__.get(_CLOSED_HERE):
+                recorder.forget()
+            else:
+                recorder.flush()
         return on_close(self)
 
     _replace(WSHandler, "close", close_by_the_server)
     _replace(WSHandler, "on_close", on_close_forgetting)
+
+
+def settled_before_the_server_closes() -> None:
+    """A worker that closes websockets itself (a drain: fixes.close_websockets) first has each tab's record
+    written, within SETTLE_TIMEOUT_S: the worker the tab reconnects to, a few milliseconds later, reads all of
+    it, a slider still being dragged included."""
+    from bokeh_stack.patches import fixes
+
+    async def settle_record(handler) -> None:
+        if recorder := _recorder_of(handler):
+            try:
+                await asyncio.wait_for(recorder.settle(), SETTLE_TIMEOUT_S)
+            except Exception as e:  # a slow or failed store: the tab is handed over with what was written
+                log.warning("session record %s… not written before its tab was handed over: %r", recorder.key[:12], e)
+
+    _replace(fixes, "before_server_close", settle_record)
 
 
 def _known(context, session_id: str) -> bool:
@@ -236,39 +282,45 @@ def resumed_on_reconnect() -> None:
     """A websocket whose session this worker does not know (its worker went away) has the session's record read,
     within the store's bound; with one, the session is built and the record replayed before Bokeh's own open
     finds it, and recording goes on after what was replayed. DocumentReady comes from the record (the browser's
-    own, in its place) or, if it holds none, after the replay."""
+    own, in its place) or, if it holds none, after the replay. A tab handed over that comes back to a worker that
+    knows its session is recorded here again."""
     from bokeh.events import DocumentReady
     from bokeh.server.views.ws import WSHandler
     from bokeh.util.token import get_session_id
 
     async_open = WSHandler._async_open
 
-    async def open_resumed(self: WSHandler, token: str) -> None:
+    async def resume_if_unknown(self: WSHandler, token: str) -> None:
         context, session_id = self.application_context, get_session_id(token)
         app = context.url
-        if not _known(context, session_id) and app not in config.skip_apps:
-            owner, expires = _owner(token, app)
-            record = await _load(app, session_id, owner)
-            if record is not None and not _known(context, session_id):
-                session = await context.create_session_if_needed(session_id, self.request, token)
-                session.__dict__[_RECORDER] = None  # what is replayed is in the record already
-                # Known to the app's callbacks from the first message replayed (DocumentReady, usually).
-                session.document.__dict__[RESUMED_ATTR] = Resumed(len(record.entries), record.ready)
-                try:
-                    await session.with_document_locked(lambda: _replay(session, record))
-                except Exception as e:  # the app did not build what it built before (see resume/ids.py)
-                    log.warning("resume of a session of %s stopped: %s", app, str(e)[:LOG_CHARS])
-                    del session.document.__dict__[RESUMED_ATTR]
-                    outcome(app, "failed")
-                    Recorder(key(session_id), owner, expires, kept=record).forget()  # nor will it next time
-                    return await async_open(self, token)
-                outcome(app, "resumed")
-                session.__dict__[_RECORDER] = Recorder(key(session_id), owner, expires, kept=record)
-                if not record.ready:
-                    await session.with_document_locked(
-                        lambda: session.document.callbacks.trigger_event(DocumentReady())
-                    )
-        return await async_open(self, token)
+        if _known(context, session_id) or app in config.skip_apps:
+            return
+        owner, expires = _owner(token, app)
+        record = await _load(app, session_id, owner)
+        if record is None or _known(context, session_id):
+            return
+        session = await context.create_session_if_needed(session_id, self.request, token)
+        session.__dict__[_RECORDER] = None  # what is replayed is in the record already
+        # Known to the app's callbacks from the first message replayed (DocumentReady, usually).
+        session.document.__dict__[RESUMED_ATTR] = Resumed(len(record.entries), record.ready)
+        try:
+            await session.with_document_locked(lambda: _replay(session, record))
+        except Exception as e:  # the app did not build what it built before (see resume/ids.py)
+            log.warning("resume of a session of %s stopped: %s", app, str(e)[:LOG_CHARS])
+            del session.document.__dict__[RESUMED_ATTR]
+            outcome(app, "failed")
+            Recorder(key(session_id), owner, expires, kept=record).forget()  # nor will it next time
+            return
+        outcome(app, "resumed")
+        session.__dict__[_RECORDER] = Recorder(key(session_id), owner, expires, kept=record)
+        if not record.ready:
+            await session.with_document_locked(lambda: session.document.callbacks.trigger_event(DocumentReady()))
+
+    async def open_resumed(self: WSHandler, token: str) -> None:
+        await resume_if_unknown(self, token)
+        await async_open(self, token)
+        if recorder := _recorder_of(self):
+            recorder.handed_over = False  # the tab is back on a worker that knew its session: recording goes on
 
     _replace(WSHandler, "_async_open", open_resumed)
 
@@ -307,7 +359,13 @@ FIXES = (
             Expect("tornado.websocket:WebSocketHandler.close", params=("code", "reason")),
             Expect("bokeh.server.views.ws:WSHandler.on_close", uses=("close_code", "connection")),
             Expect("tornado.websocket:WebSocketHandler.on_ws_connection_close", uses=("close_code",)),
+            Expect("bokeh.server.connection:ServerConnection.session"),
         ),
+    ),
+    Fix(
+        "settled_before_the_server_closes",
+        settled_before_the_server_closes,
+        (Expect("bokeh_stack.patches.fixes:before_server_close", coroutine=True, params=("handler",)),),
     ),
     Fix(
         "resumed_on_reconnect",
@@ -317,7 +375,7 @@ FIXES = (
                 "bokeh.server.views.ws:WSHandler._async_open",
                 coroutine=True,
                 params=("token",),
-                uses=("create_session_if_needed", "get_session_id"),
+                uses=("create_session_if_needed", "get_session_id", "connection"),
             ),  # fmt: skip
             Expect("bokeh.server.session:ServerSession.with_document_locked", coroutine=True),
             Expect("bokeh.protocol:Protocol.assemble", params=("header_json", "metadata_json", "content_json")),

@@ -48,6 +48,10 @@ class DirectoryStore:
     def delete(self, key: str) -> None:
         self._writer.submit(self._delete, key)
 
+    async def written(self) -> None:
+        """Returns once every line given so far is in its file (the one writer takes them in order)."""
+        await asyncio.wrap_future(self._writer.submit(lambda: None))
+
     def _delete(self, key: str) -> None:
         (self.directory / key).unlink(missing_ok=True)
 
